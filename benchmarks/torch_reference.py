@@ -1,0 +1,119 @@
+"""The NeuraStyle recipe in PyTorch, for speed comparisons and as an independent check.
+
+Same network and weights (our ``.npz``, read with `nst_jax.weights.load`), same input
+convention, same losses (relative content and Gram errors, total variation), same
+Adam on the pixels followed by clipping to [0, 1] -- see `nst_jax.transfer` -- written
+the ordinary PyTorch way: NCHW, `F.conv2d`, `torch.optim.Adam`. Nothing past the
+content layer is computed and the weights take no gradients.
+
+This module uses only torch, numpy and `nst_jax`'s weights reader and recipe constants,
+so `tests/test_torch_reference.py` can import it as ``benchmarks.torch_reference``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from nst_jax.options import Options
+from nst_jax.transfer import CONTENT_LAYER, STYLE_LAYERS
+from nst_jax.vgg import layer_names
+from nst_jax.weights import Weights
+
+
+class TorchVGG:
+    """The VGG conv stack up to `CONTENT_LAYER` as frozen torch tensors (OIHW kernels)."""
+
+    def __init__(self, weights: Weights, device: str = "cpu"):
+        names = layer_names(weights.arch)
+        self.names = names[: names.index(CONTENT_LAYER) + 1]
+        self.convs = {
+            n: (torch.from_numpy(np.ascontiguousarray(weights.params[n]["kernel"].transpose(3, 2, 0, 1))).to(device),
+                torch.from_numpy(np.asarray(weights.params[n]["bias"])).to(device))
+            for n in self.names
+        }
+        order = [2, 1, 0] if weights.channel_order == "BGR" else [0, 1, 2]
+        self.order = torch.tensor(order, device=device)
+        self.scale = float(weights.input_scale)
+        self.mean = torch.tensor(weights.mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(weights.std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, rgb: torch.Tensor, layers) -> dict[str, torch.Tensor]:
+        """ReLU outputs of `layers` for (N, 3, H, W) RGB images in [0, 1]."""
+        x = (rgb[:, self.order] * self.scale - self.mean) / self.std
+        out = {}
+        for name in self.names:
+            if name.endswith("_conv1") and name != "block1_conv1":
+                x = F.max_pool2d(x, 2, 2)
+            x = F.relu(F.conv2d(x, *self.convs[name], padding=1))
+            if name in layers:
+                out[name] = x
+        return out
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    n, c, h, w = f.shape
+    f = f.reshape(n, c, h * w)
+    return f @ f.transpose(1, 2) / (h * w)
+
+
+def relative_error(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, x.ndim))
+    return ((x - target) ** 2).mean(dims) / ((target ** 2).mean(dims) + 1e-8)
+
+
+def total_variation(image: torch.Tensor) -> torch.Tensor:
+    dy = ((image[:, :, 1:] - image[:, :, :-1]) ** 2).mean((1, 2, 3))
+    dx = ((image[:, :, :, 1:] - image[:, :, :, :-1]) ** 2).mean((1, 2, 3))
+    return dx + dy
+
+
+def to_nchw(image: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """(H, W, 3) or (N, H, W, 3) numpy -> (N, 3, H, W) float32 tensor."""
+    image = np.asarray(image, np.float32)
+    return torch.from_numpy(np.ascontiguousarray((image[None] if image.ndim == 3 else image).transpose(0, 3, 1, 2))).to(device)
+
+
+class TorchStylizer:
+    """One image's optimisation: targets from `content` and `style` ((H, W, 3) in [0, 1],
+    already at their working sizes), Adam on a copy of the content image."""
+
+    def __init__(self, net: TorchVGG, content: np.ndarray, style: np.ndarray, options: Options = Options()):
+        self.net, self.options = net, options
+        self.device = net.mean.device
+        self.content = to_nchw(content, self.device)
+        with torch.no_grad():
+            self.target_content = net(self.content, (CONTENT_LAYER,))[CONTENT_LAYER]
+            feats = net(to_nchw(style, self.device), STYLE_LAYERS)
+            self.target_grams = {n: gram(feats[n]) for n in STYLE_LAYERS}
+        self.weights = torch.tensor([options.content_weight, options.style_weight, options.tv_weight],
+                                    device=self.device)
+        self.reset()
+
+    def reset(self) -> None:
+        """Start again from the content image with a fresh Adam state."""
+        self.image = self.content.clone().requires_grad_(True)
+        self.adam = torch.optim.Adam([self.image], lr=self.options.lr, betas=(0.9, 0.999), eps=1e-8)
+
+    def objective(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(total loss, [content, style, tv] terms) of (1, 3, H, W) `image`."""
+        feats = self.net(image, (CONTENT_LAYER, *STYLE_LAYERS))
+        style = torch.stack([relative_error(gram(feats[n]), self.target_grams[n]) for n in STYLE_LAYERS]).mean(0)
+        terms = torch.stack([relative_error(feats[CONTENT_LAYER], self.target_content), style,
+                             total_variation(image)], dim=-1)[0]
+        return (terms * self.weights).sum(), terms
+
+    def step(self) -> float:
+        """One Adam step then clipping; returns the loss before the step (as `nst_jax` does)."""
+        self.adam.zero_grad(set_to_none=True)
+        loss, _ = self.objective(self.image)
+        loss.backward()
+        self.adam.step()
+        with torch.no_grad():
+            self.image.clamp_(0.0, 1.0)
+        return loss.item()
+
+    def result(self) -> np.ndarray:
+        """The current image, (H, W, 3) numpy."""
+        return self.image.detach()[0].permute(1, 2, 0).cpu().numpy()

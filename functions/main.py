@@ -1,0 +1,347 @@
+"""NeuraStyle as an HTTP function (functions-framework target ``neurastyle``).
+
+Thin glue between HTTP and `nst_jax`. functions-framework sends every path here:
+
+  POST /  or  POST /stylize   stylize; JSON in, JSON (or NDJSON with "stream": true) out
+  GET  /healthz               {"ready", "device", "weights"}; 503 while weights are missing
+  GET  /, GET /<file>         the web page, files of web/ only
+  OPTIONS *                   CORS preflight
+
+Every failure is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status (table STATUS).
+
+Environment:
+  NEURASTYLE_WEIGHTS          weights file (default: nst_jax.weights.default_path())
+  NEURASTYLE_MAX_SIZE/_STEPS  option limits (default 1024 px, 1000 steps)
+  NEURASTYLE_MAX_PIXELS       largest decoded input image, pixels (default 40e6)
+  NEURASTYLE_MAX_BODY_BYTES   largest request body (default 30e6)
+  NEURASTYLE_CORS_ORIGINS     comma-separated origins allowed to call the API, or "*"
+  NEURASTYLE_WEB_DIR          folder of the web page (default: web/ beside or above this file)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import importlib.util
+import json
+import logging
+import math
+import os
+import queue
+import sys
+import threading
+import time
+from pathlib import Path
+
+import flask
+import functions_framework
+from werkzeug.exceptions import RequestEntityTooLarge
+
+HERE = Path(__file__).resolve().parent
+if importlib.util.find_spec("nst_jax") is None:  # a checkout that did not `pip install` the package
+    sys.path.append(str(HERE.parent))
+
+from nst_jax import Limits, Options, Progress, errors, images, load_model, stylize  # noqa: E402
+
+log = logging.getLogger("neurastyle")
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # no-op if configured
+
+
+def _env_int(name: str, default: float) -> int:
+    return int(float(os.environ.get(name) or default))
+
+
+def _web_dir() -> Path:
+    if os.environ.get("NEURASTYLE_WEB_DIR"):
+        return Path(os.environ["NEURASTYLE_WEB_DIR"]).resolve()
+    return next((d for d in (HERE / "web", HERE.parent / "web") if d.is_dir()), HERE / "web").resolve()
+
+
+LIMITS = Limits.from_env(max_size=1024, max_steps=1000)
+MAX_PIXELS = _env_int("NEURASTYLE_MAX_PIXELS", 40e6)
+MAX_BODY_BYTES = _env_int("NEURASTYLE_MAX_BODY_BYTES", 30e6)
+MAX_STYLES = 8
+CORS_ORIGINS = [o.strip() for o in os.environ.get("NEURASTYLE_CORS_ORIGINS", "").split(",") if o.strip()]
+WEB_DIR = _web_dir()
+PREVIEW_SIDE = 256  # px, longest side of streamed previews
+PREVIEW_INTERVAL_S = 0.5  # at most this often
+
+REQUEST_KEYS = {"content_image", "style_image", "style_images", "style_blend", "options", "stream"}
+STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "body_too_large": 413,
+    "image_too_large": 413,
+    "weights_unavailable": 503,
+    "internal": 500,
+}
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "; ".join([
+        "default-src 'self'",
+        "img-src 'self' data: blob:",
+        "connect-src " + " ".join(["'self'", *CORS_ORIGINS]),
+        "style-src 'self'",
+        "object-src 'none'",
+        "base-uri 'none'",
+        "frame-ancestors 'none'",
+    ]),
+}
+
+
+class HTTPError(errors.NSTError):
+    """A request mistake that is about HTTP rather than images or options."""
+
+    def __init__(self, code: str, message: str, allow: str | None = None):
+        super().__init__(message, code)
+        self.allow = allow
+
+
+# --- entry point -------------------------------------------------------------
+
+@functions_framework.http
+def neurastyle(request: flask.Request) -> flask.Response:
+    try:
+        response = route(request)
+    except errors.NSTError as e:
+        response = error_response(e)
+    except Exception:
+        log.exception("internal error on %s %s", request.method, request.path)
+        response = error_response(HTTPError("internal", "internal error"))
+    return with_headers(response, request.headers.get("Origin"))
+
+
+def route(request: flask.Request) -> flask.Response:
+    path = request.path.strip("/")
+    method = request.method
+    if method == "OPTIONS":
+        return flask.Response(status=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
+    if path in ("", "stylize") and method == "POST":
+        return handle_stylize(request)
+    if path == "healthz":
+        require(method, "GET, HEAD")
+        return health()
+    if path == "stylize":
+        require(method, "POST, OPTIONS")
+    file = static_file(path)
+    require(method, "GET, HEAD, POST, OPTIONS" if path == "" else "GET, HEAD")
+    return flask.send_file(file, max_age=300)
+
+
+def require(method: str, allowed: str) -> None:
+    if method not in allowed.split(", "):
+        raise HTTPError("method_not_allowed", f"{method} is not allowed here; use {allowed}", allow=allowed)
+
+
+# --- responses ---------------------------------------------------------------
+
+def json_response(body: dict, status: int = 200) -> flask.Response:
+    return flask.Response(json.dumps(body, allow_nan=False), status=status, mimetype="application/json")
+
+
+def error_response(e: errors.NSTError) -> flask.Response:
+    status = STATUS.get(e.code, 400)
+    response = json_response({"error": {"code": e.code, "message": str(e)}}, status)
+    if getattr(e, "allow", None):
+        response.headers["Allow"] = e.allow
+    if e.code == "body_too_large":
+        # A body made of an iterator counts as streamed, so functions-framework does not read
+        # (and buffer) the rest of the oversized request before answering.
+        response.response = iter([response.get_data()])
+    return response
+
+
+def with_headers(response: flask.Response, origin: str | None) -> flask.Response:
+    response.headers.update(SECURITY_HEADERS)
+    if CORS_ORIGINS:
+        response.headers.add("Vary", "Origin")
+        if origin and ("*" in CORS_ORIGINS or origin in CORS_ORIGINS):
+            response.headers["Access-Control-Allow-Origin"] = "*" if "*" in CORS_ORIGINS else origin
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, OPTIONS"
+            response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+            response.headers["Access-Control-Max-Age"] = "3600"
+    return response
+
+
+def static_file(path: str) -> Path:
+    """The file of web/ that `path` names (index.html for ""); NotFound for anything else."""
+    not_found = HTTPError("not_found", f"no such path: /{path}")
+    if any(part.startswith(".") for part in path.split("/")):
+        raise not_found
+    try:
+        file = (WEB_DIR / (path or "index.html")).resolve()
+        if not (file.is_relative_to(WEB_DIR) and file.is_file()):
+            raise not_found
+    except (OSError, ValueError):  # e.g. an embedded NUL byte
+        raise not_found from None
+    return file
+
+
+def health() -> flask.Response:
+    try:
+        model = load_model()
+    except errors.WeightsError as e:
+        return json_response({"ready": False, "error": {"code": e.code, "message": str(e)}}, 503)
+    return json_response({"ready": True, "device": model.device, "weights": weights_info(model)})
+
+
+def weights_info(model) -> dict:
+    return {"arch": model.weights.arch, "source": model.weights.source}
+
+
+# --- parsing the request -----------------------------------------------------
+
+def read_json(request: flask.Request) -> dict:
+    if (request.content_length or 0) > MAX_BODY_BYTES:
+        raise HTTPError("body_too_large", f"request body is over the limit of {MAX_BODY_BYTES} bytes")
+    request.max_content_length = MAX_BODY_BYTES  # also caps bodies sent without Content-Length
+    try:
+        body = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise HTTPError("body_too_large", f"request body is over the limit of {MAX_BODY_BYTES} bytes") from None
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise HTTPError("invalid_json", f"request body is not valid JSON: {e}") from None
+    if not isinstance(payload, dict):
+        raise HTTPError("invalid_request", f"request body must be a JSON object, got {type(payload).__name__}")
+    unknown = sorted(set(payload) - REQUEST_KEYS)
+    if unknown:
+        raise HTTPError("invalid_request", f"unknown field(s) {unknown}; known fields are {sorted(REQUEST_KEYS)}")
+    return payload
+
+
+def image_bytes(value, name: str) -> bytes:
+    """Bytes of a base64 string or a ``data:<type>;base64,`` URL."""
+    if not isinstance(value, str):
+        raise HTTPError("invalid_request", f"{name} must be a base64 string or a data: URL")
+    if value.startswith("data:"):
+        header, comma, value = value.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise HTTPError("invalid_base64", f"{name}: a data: URL must be base64-encoded")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise HTTPError("invalid_base64", f"{name} is not valid base64") from None
+
+
+def decode_image(value, name: str):
+    return images.decode(image_bytes(value, name), MAX_PIXELS, name)
+
+
+def style_images(payload: dict) -> list:
+    if ("style_image" in payload) == ("style_images" in payload):
+        raise HTTPError("invalid_request", "give exactly one of style_image or style_images")
+    if "style_image" in payload:
+        return [decode_image(payload["style_image"], "style_image")]
+    values = payload["style_images"]
+    if not isinstance(values, list) or not 1 <= len(values) <= MAX_STYLES:
+        raise HTTPError("invalid_request", f"style_images must be a list of 1 to {MAX_STYLES} images")
+    return [decode_image(v, f"style_images[{i}]") for i, v in enumerate(values)]
+
+
+def parse_options(payload: dict, n_styles: int) -> Options:
+    values = payload.get("options", {})
+    if not isinstance(values, dict):
+        raise errors.OptionsError(f"options must be an object, got {type(values).__name__}")
+    if "style_blend" in payload:
+        if "style_blend" in values:
+            raise errors.OptionsError("give style_blend either at the top level or in options, not both")
+        values = {**values, "style_blend": payload["style_blend"]}
+    return Options.from_mapping(values, LIMITS, n_styles)
+
+
+# --- stylizing ---------------------------------------------------------------
+
+def handle_stylize(request: flask.Request) -> flask.Response:
+    payload = read_json(request)
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise HTTPError("invalid_request", "stream must be true or false")
+    if "content_image" not in payload:
+        raise HTTPError("invalid_request", "content_image is missing")
+    content = decode_image(payload["content_image"], "content_image")
+    styles = style_images(payload)
+    options = parse_options(payload, len(styles))
+    model = load_model()
+    job = Job(content, styles, options, model)
+    if stream:
+        return flask.Response(job.stream(), mimetype="application/x-ndjson",
+                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return json_response(job.run())
+
+
+class Job:
+    """One stylization; `run` answers when done, `stream` reports progress as it goes."""
+
+    def __init__(self, content, styles, options: Options, model):
+        self.content, self.styles, self.options, self.model = content, styles, options, model
+        self.steps = 0
+
+    def run(self, on_progress=None) -> dict:
+        start = time.perf_counter()
+
+        def progress(p: Progress):
+            self.steps = p.step
+            if on_progress:
+                on_progress(p)
+
+        result = stylize(self.content, self.styles, self.options, model=self.model, on_progress=progress)
+        return {
+            "image": base64.b64encode(images.encode(result, "PNG")).decode("ascii"),
+            "width": int(result.shape[1]),
+            "height": int(result.shape[0]),
+            "steps": self.steps,
+            "elapsed_s": round(time.perf_counter() - start, 3),
+            "weights": weights_info(self.model),
+            "options": self.options.to_dict(),
+        }
+
+    def stream(self):
+        """NDJSON lines: progress reports, then one result or error. The work runs in a
+        thread; when the client goes away the generator is closed and the work stops at
+        its next progress report."""
+        events: queue.Queue = queue.Queue()
+        gone = threading.Event()
+        last_preview = -math.inf
+
+        def on_progress(p: Progress):
+            nonlocal last_preview
+            if gone.is_set():
+                raise errors.Cancelled()
+            event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
+                     "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
+            now = time.monotonic()
+            if p.preview is not None and (now - last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
+                last_preview = now
+                event["preview"] = preview_png(p.preview)
+            events.put(event)
+
+        def work():
+            try:
+                events.put({"type": "result", **self.run(on_progress)})
+            except errors.Cancelled:
+                log.info("client went away; stopped after %d of the steps", self.steps)
+            except errors.NSTError as e:
+                events.put({"type": "error", "error": {"code": e.code, "message": str(e)}})
+            except Exception:
+                log.exception("internal error while stylizing")
+                events.put({"type": "error", "error": {"code": "internal", "message": "internal error"}})
+
+        threading.Thread(target=work, name="neurastyle-job", daemon=True).start()
+        try:
+            while True:
+                event = events.get()
+                yield json.dumps(event, allow_nan=False) + "\n"
+                if event["type"] != "progress":
+                    return
+        finally:
+            gone.set()
+
+
+def preview_png(image) -> str:
+    h, w = image.shape[:2]
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    if scale < 1.0:
+        image = images.resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+    return base64.b64encode(images.encode(image, "PNG")).decode("ascii")

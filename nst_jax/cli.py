@@ -1,0 +1,116 @@
+"""Command line: `nst-jax stylize`, `nst-jax weights fetch|convert`, `nst-jax serve`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+from nst_jax.errors import NSTError
+from nst_jax.options import Options
+
+_DEFAULTS = Options()
+
+
+def _add_stylize(sub) -> None:
+    p = sub.add_parser("stylize", help="repaint CONTENT in the style of STYLE(s)",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("content", type=Path)
+    p.add_argument("styles", type=Path, nargs="+", metavar="STYLE")
+    p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg, ...)")
+    p.add_argument("--size", type=int, default=_DEFAULTS.size, help="longest side of the output, px")
+    p.add_argument("--steps", type=int, default=_DEFAULTS.steps, help="Adam steps at full size")
+    p.add_argument("--style-weight", type=float, default=_DEFAULTS.style_weight)
+    p.add_argument("--content-weight", type=float, default=_DEFAULTS.content_weight)
+    p.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight)
+    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam step size, pixel units in [0, 1]")
+    p.add_argument("--init", choices=("content", "noise"), default=_DEFAULTS.init)
+    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the noise init")
+    p.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
+    p.add_argument("--single-scale", action="store_true", help="no coarse-to-fine")
+    p.add_argument("--style-blend", type=float, nargs="+", metavar="W", help="one weight per STYLE")
+    p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+
+
+def _add_weights(sub) -> None:
+    p = sub.add_parser("weights", help="obtain and convert pretrained VGG weights")
+    wsub = p.add_subparsers(dest="weights_command", required=True)
+    f = wsub.add_parser("fetch", help="download and convert (VGG19, else the VGG16 fallback)")
+    f.add_argument("--model", choices=("vgg19", "vgg16-hed"), default="vgg19")
+    c = wsub.add_parser("convert", help="convert a Keras .h5 or torchvision .pth file you have")
+    c.add_argument("file", type=Path)
+    c.add_argument("-o", "--output", type=Path, help="default: weights/<arch>.npz")
+
+
+def _add_serve(sub) -> None:
+    p = sub.add_parser("serve", help="run the HTTP function and the web page locally")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nst-jax", description="NeuraStyle: neural style transfer in JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_stylize(sub)
+    _add_weights(sub)
+    _add_serve(sub)
+    return parser
+
+
+def run_stylize(args) -> None:
+    from tqdm import tqdm
+
+    from nst_jax import images, load_model, stylize
+
+    fields = {f.name for f in dataclasses.fields(Options)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    values["multiscale"] = not args.single_scale
+    values["style_blend"] = tuple(args.style_blend) if args.style_blend else None
+    options = Options(**values)
+    options.validate(n_styles=len(args.styles))
+    content = images.read(args.content)
+    styles = [images.read(p) for p in args.styles]
+    model = load_model(args.weights)
+    with tqdm(unit="step", desc="stylize", dynamic_ncols=True) as bar:
+        def on_progress(p):
+            bar.total = p.total
+            bar.set_postfix(scale=f"{p.scale + 1}/{p.scales} {p.shape[1]}x{p.shape[0]}", loss=f"{p.loss:.4g}")
+            bar.update(p.step - bar.n)
+        result = stylize(content, styles, options, model=model, on_progress=on_progress)
+    images.write(result, args.output)
+    print(f"wrote {args.output} ({result.shape[1]}x{result.shape[0]})")
+
+
+def run_weights(args) -> None:
+    from nst_jax import convert, weights
+
+    if args.weights_command == "fetch":
+        path = convert.fetch(args.model)
+    else:
+        w = convert.convert_file(args.file)
+        path = weights.save(w, args.output or weights.WEIGHTS_DIR / f"{w.arch}.npz")
+    print(f"weights ready: {path}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "stylize":
+            run_stylize(args)
+        elif args.command == "weights":
+            run_weights(args)
+        else:
+            from nst_jax.serve import serve
+            serve(args.host, args.port)
+    except NSTError as e:
+        print(f"nst-jax: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nst-jax: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""Image decoding, encoding and resizing with Pillow. Arrays are float32 RGB in [0, 1], (H, W, 3)."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from nst_jax.errors import ImageError
+
+# Larger than any sane photo; a header claiming more is a decompression bomb.
+MAX_PIXELS = 64_000_000
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
+    """Decode image bytes of any Pillow-readable format and mode.
+
+    EXIF orientation is applied, the first frame of an animation is taken, alpha is
+    composited on white, 16-bit, palette, grayscale and CMYK become 8-bit RGB.
+
+    Raises:
+      ImageError: not an image, truncated, or more than `max_pixels` pixels.
+    """
+    if not data:
+        raise ImageError(f"{name} is empty")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{name} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",
+                                 code="image_too_large")
+            img.seek(0)
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            return _to_rgb_array(img)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{name} claims more pixels than Pillow decodes safely, over the limit of {max_pixels}",
+                         code="image_too_large") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name} is not an image in a format Pillow can read") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:
+        raise ImageError(f"{name} could not be decoded (truncated or corrupt): {e}") from e
+
+
+def _to_rgb_array(img: Image.Image) -> np.ndarray:
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float32)
+        arr = arr / (65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0)
+        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=-1)
+    if img.mode == "F":
+        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
+        return np.repeat(arr[..., None], 3, axis=-1)
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+
+
+def read(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read an image file; raises ImageError with the path in the message."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ImageError(f"cannot read {path}: {e.strerror or e}") from e
+    return decode(data, max_pixels, name=str(path))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    return np.asarray(np.clip(np.asarray(image) * 255.0 + 0.5, 0, 255), dtype=np.uint8)
+
+
+def encode(image: np.ndarray, format: str = "PNG", **params) -> bytes:
+    """Encode a float RGB image; `params` go to Pillow's save (e.g. quality for JPEG)."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format=format, **params)
+    return buf.getvalue()
+
+
+def write(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Save by the file's extension (PNG, JPEG, WebP, ...)."""
+    try:
+        Image.fromarray(to_uint8(image)).save(path)
+    except (OSError, ValueError, KeyError) as e:
+        raise ImageError(f"cannot write {path}: {e}") from e
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize to exactly (height, width) with Lanczos (antialiased when shrinking)."""
+    if image.shape[:2] == (height, width):
+        return image
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((width, height), Image.LANCZOS))
+        for c in range(image.shape[-1])
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0.0, 1.0)
+
+
+def fit_shape(height: int, width: int, longest: int, multiple: int = 1) -> tuple[int, int]:
+    """Shape with the same aspect ratio whose longest side is `longest`, both sides rounded
+    to a multiple of `multiple` (at least `multiple`). Rounding buckets the shapes so that a
+    stream of arbitrary images compiles few programs."""
+    scale = longest / max(height, width)
+    def side(s):
+        return max(multiple, int(round(s * scale / multiple)) * multiple)
+    return side(height), side(width)

@@ -1,0 +1,49 @@
+"""Loss terms of Gatys style transfer. Pure functions of arrays.
+
+Content and style errors are *relative* (divided by the target's mean square), so
+that their size does not depend on the weights' input scale (0-255 Caffe/Keras
+weights give activations ~60x larger than torchvision's normalised ones, which
+would otherwise shift the right style weight by 60^4). Default weights thus
+carry over between weight files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+
+
+def gram(features: jax.Array) -> jax.Array:
+    """Gram matrices of (N, h, w, C) activations -> (N, C, C), float32, averaged over the h*w positions."""
+    n, h, w, c = features.shape
+    f = features.reshape(n, h * w, c)
+    g = jnp.einsum("npc,npd->ncd", f, f, preferred_element_type=jnp.float32)
+    return g / (h * w)
+
+
+def relative_error(x: jax.Array, target: jax.Array) -> jax.Array:
+    """mean((x - target)^2) / mean(target^2) per batch item: (N, ...) -> (N,). 0 = equal."""
+    axes = tuple(range(1, target.ndim))
+    x, target = jnp.asarray(x, jnp.float32), jnp.asarray(target, jnp.float32)
+    err = jnp.mean(jnp.square(x - target), axis=axes)
+    return err / (jnp.mean(jnp.square(target), axis=axes) + 1e-8)
+
+
+def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
+    """Relative squared error of the content layer's activations, (N, h, w, C) -> (N,)."""
+    return relative_error(features, target)
+
+
+def style_loss(features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
+               layers: Sequence[str]) -> jax.Array:
+    """Mean over `layers` of the relative squared error of Gram matrices -> (N,)."""
+    return jnp.mean(jnp.stack([relative_error(gram(features[n]), target_grams[n]) for n in layers]), axis=0)
+
+
+def total_variation(image: jax.Array) -> jax.Array:
+    """Mean squared difference of neighbouring pixels of (N, H, W, 3) images in [0, 1] -> (N,)."""
+    dy = jnp.mean(jnp.square(image[:, 1:] - image[:, :-1]), axis=(1, 2, 3))
+    dx = jnp.mean(jnp.square(image[:, :, 1:] - image[:, :, :-1]), axis=(1, 2, 3))
+    return dx + dy

@@ -1,0 +1,100 @@
+"""A VGG network with its weights on the device: the feature extractor.
+
+Loaded once per process (`load_model` is cached). Weights are passed to compiled
+functions as traced arrays, so one compiled program serves any weights of the
+same architecture and every image of the same shape.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nst_jax import weights as weights_io
+from nst_jax.vgg import VGG
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """VGG + weights on the default device.
+
+    Attributes:
+      weights: the host-side weights and their input convention.
+      net: the Flax module (hashable; a static argument of compiled functions).
+      params: Flax parameters on the device. When the weights expect BGR input the
+        first kernel's input channels are reversed instead, so the model takes RGB.
+      input_scale, input_offset: (3,) arrays, RGB order: model input = x * scale - offset
+        for x in [0, 1], the weights' ``(x * input_scale - mean) / std``.
+    """
+
+    weights: weights_io.Weights
+    net: VGG
+    params: dict
+    input_scale: jax.Array
+    input_offset: jax.Array
+
+    @property
+    def device(self) -> str:
+        d = jax.devices()[0]
+        return f"{d.platform}:{d.device_kind}"
+
+    def features(self, images: np.ndarray | jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
+        """Activations of `layers` for (N, H, W, 3) RGB images in [0, 1] -> {name: (N, h, w, C)}."""
+        return extract_features(self.net, self.params, self.input_scale, self.input_offset,
+                                jnp.asarray(images, jnp.float32), tuple(layers))
+
+
+def preprocess(images: jax.Array, input_scale: jax.Array, input_offset: jax.Array) -> jax.Array:
+    return images * input_scale - input_offset
+
+
+@functools.partial(jax.jit, static_argnames=("net", "layers"))
+def extract_features(net: VGG, params, input_scale, input_offset, images, layers):
+    return net.apply(params, preprocess(images, input_scale, input_offset), layers=layers)
+
+
+def from_weights(w: weights_io.Weights, dtype=jnp.float32) -> Model:
+    """Put `w` on the device. `dtype` is the convolutions' compute dtype (bfloat16 = mixed precision)."""
+    params = w.flax_params()
+    scale = np.float32(w.input_scale) / np.asarray(w.std, np.float32)
+    offset = np.asarray(w.mean, np.float32) / np.asarray(w.std, np.float32)
+    if w.channel_order == "BGR":
+        first = dict(params["params"]["block1_conv1"])
+        first["kernel"] = first["kernel"][:, :, ::-1, :]
+        params = {"params": {**params["params"], "block1_conv1": first}}
+        scale, offset = scale[::-1], offset[::-1]
+    return Model(
+        weights=w,
+        net=VGG(arch=w.arch, dtype=dtype),
+        params=jax.device_put(jax.tree_util.tree_map(np.ascontiguousarray, params)),
+        input_scale=jnp.asarray(scale.copy()),
+        input_offset=jnp.asarray(offset.copy()),
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _load(path: Path, precision: str) -> Model:
+    return from_weights(weights_io.load(path), dtype=jnp.bfloat16 if precision == "bfloat16" else jnp.float32)
+
+
+def load_model(path: str | os.PathLike | None = None, precision: str | None = None) -> Model:
+    """Load a weights file (default: `nst_jax.weights.default_path()`) once per process.
+
+    Args:
+      precision: ``"float32"`` (default, or env NEURASTYLE_PRECISION) or ``"bfloat16"``:
+        convolutions in bf16, Gram matrices and losses in float32.
+    Raises:
+      WeightsError: the file is missing or invalid.
+    """
+    precision = precision or os.environ.get("NEURASTYLE_PRECISION", "float32")
+    if precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be float32 or bfloat16, not {precision!r}")
+    path = Path(path) if path is not None else weights_io.default_path()
+    return _load(path.resolve(), precision)

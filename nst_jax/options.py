@@ -1,0 +1,126 @@
+"""Options of one stylization, as plain data, validated the same way for the CLI and HTTP."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nst_jax.errors import OptionsError
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds a deployment puts on options (a public function wants smaller ones than the CLI).
+
+    Environment overrides: NEURASTYLE_MAX_SIZE, NEURASTYLE_MAX_STEPS.
+    """
+
+    min_size: int = 32
+    max_size: int = 4096
+    max_steps: int = 5000
+
+    @classmethod
+    def from_env(cls, **defaults) -> "Limits":
+        base = cls(**defaults)
+        return cls(
+            min_size=base.min_size,
+            max_size=int(os.environ.get("NEURASTYLE_MAX_SIZE", base.max_size)),
+            max_steps=int(os.environ.get("NEURASTYLE_MAX_STEPS", base.max_steps)),
+        )
+
+
+@dataclass(frozen=True)
+class Options:
+    """How to stylize. Weights are relative: only their ratios matter.
+
+    Attributes:
+      size: longest side of the output, pixels.
+      steps: Adam steps at full size (each smaller scale gets as many).
+      content_weight, style_weight, tv_weight: loss weights (see `nst_jax.losses`).
+      lr: Adam learning rate, in image units (pixel values are in [0, 1]) per step.
+      init: start from the ``"content"`` image or from ``"noise"``.
+      seed: seed of the noise (bit-for-bit repeatable on one machine).
+      preserve_color: transfer style to luminance only, keep the content's colours.
+      multiscale: coarse-to-fine from `MIN_SCALE` px up to `size`.
+      style_blend: one weight per style image (normalised to sum 1); None = equal.
+    """
+
+    size: int = 512
+    steps: int = 300
+    content_weight: float = 1.0
+    style_weight: float = 10.0
+    tv_weight: float = 1e-2
+    lr: float = 0.03
+    init: str = "content"
+    seed: int = 0
+    preserve_color: bool = False
+    multiscale: bool = True
+    style_blend: tuple[float, ...] | None = None
+
+    def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
+        """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
+        def bad(name, why):
+            raise OptionsError(f"option {name!r} {why}")
+
+        for name in ("size", "steps", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                bad(name, f"must be an integer, got {type(value).__name__}")
+        if not limits.min_size <= self.size <= limits.max_size:
+            bad("size", f"must be between {limits.min_size} and {limits.max_size}, got {self.size}")
+        if not 1 <= self.steps <= limits.max_steps:
+            bad("steps", f"must be between 1 and {limits.max_steps}, got {self.steps}")
+        if not 0 <= self.seed < 2**32:
+            bad("seed", f"must be between 0 and 2**32-1, got {self.seed}")
+        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                bad(name, f"must be a finite number, got {value!r}")
+            if value < 0 or (name == "lr" and not 0 < value <= 1):
+                bad(name, "must be in (0, 1]" if name == "lr" else f"must not be negative, got {value}")
+            if value > 1e12:
+                bad(name, f"must be at most 1e12, got {value}")
+        if self.content_weight == 0 and self.style_weight == 0:
+            bad("style_weight", "and content_weight cannot both be 0")
+        if self.init not in ("content", "noise"):
+            bad("init", f"must be 'content' or 'noise', got {self.init!r}")
+        for name in ("preserve_color", "multiscale"):
+            if not isinstance(getattr(self, name), bool):
+                bad(name, f"must be true or false, got {getattr(self, name)!r}")
+        if self.style_blend is not None:
+            blend = self.style_blend
+            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+                       for w in blend) or sum(blend) <= 0:
+                bad("style_blend", "must be non-negative numbers with a positive sum")
+            if n_styles is not None and len(blend) != n_styles:
+                bad("style_blend", f"has {len(blend)} weights for {n_styles} style images")
+        return self
+
+    @classmethod
+    def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
+        """Build from JSON-like data (unknown keys are an error), validated against `limits`."""
+        if not isinstance(values, Mapping):
+            raise OptionsError(f"options must be an object, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise OptionsError(f"unknown option(s) {unknown}; known options are {sorted(known)}")
+        values = dict(values)
+        if isinstance(values.get("style_blend"), list):
+            values["style_blend"] = tuple(values["style_blend"])
+        elif "style_blend" in values and values["style_blend"] is not None:
+            raise OptionsError("option 'style_blend' must be a list of numbers")
+        # JSON has one number type: accept 2.0 for an integer option, but not 2.5.
+        for name in ("size", "steps", "seed"):
+            v = values.get(name)
+            if isinstance(v, float) and v.is_integer():
+                values[name] = int(v)
+        return cls(**values).validate(limits, n_styles)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["style_blend"] = list(self.style_blend) if self.style_blend is not None else None
+        return d

@@ -1,0 +1,180 @@
+"""Shared fixtures: a small random-weights file, the HTTP function in-process, and a real server.
+
+Random VGG16 weights make bad art but run every real code path, need no download and
+keep the tests hermetic. Functions that need the weights ask for `weights_env`
+(which points NEURASTYLE_WEIGHTS at them for one test) or start their own server.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
+if str(REPO_ROOT) not in sys.path:  # a checkout that did not `pip install -e .`
+    sys.path.insert(0, str(REPO_ROOT))
+
+# Settings of the function read when it is loaded; cleared so the tests see the defaults.
+FUNCTION_ENV = ("NEURASTYLE_CORS_ORIGINS", "NEURASTYLE_MAX_SIZE", "NEURASTYLE_MAX_STEPS",
+                "NEURASTYLE_MAX_PIXELS", "NEURASTYLE_MAX_BODY_BYTES", "NEURASTYLE_WEB_DIR")
+
+
+def random_weights(arch: str = "vgg16", seed: int = 0):
+    """`nst_jax.weights.Weights` with He-initialised random kernels and zero biases,
+    Caffe-style input (BGR, 0-255, mean subtracted)."""
+    from nst_jax.vgg import layer_shapes
+    from nst_jax.weights import Weights
+
+    rng = np.random.default_rng(seed)
+    params = {}
+    for name, shape in layer_shapes(arch).items():
+        fan_in = shape[0] * shape[1] * shape[2]
+        kernel = rng.standard_normal(shape, dtype=np.float32) * np.float32(np.sqrt(2.0 / fan_in))
+        params[name] = {"kernel": kernel, "bias": np.zeros(shape[-1], np.float32)}
+    return Weights(arch=arch, params=params, channel_order="BGR", input_scale=255.0,
+                   mean=(104.0, 117.0, 123.0), source="random weights (tests)")
+
+
+def make_random_weights(path: Path, arch: str = "vgg16", seed: int = 0) -> Path:
+    """Write `random_weights` to `path` (a valid weights file); returns the path."""
+    from nst_jax import weights
+
+    return weights.save(random_weights(arch, seed), path)
+
+
+def gradient_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A smooth, colourful (H, W, 3) float32 image in [0, 1] with a little noise; `seed`
+    picks the colours and directions, so different seeds give different images."""
+    rng = np.random.default_rng(seed)
+    y, x = np.meshgrid(np.linspace(0.0, 1.0, height), np.linspace(0.0, 1.0, width), indexing="ij")
+    freq = rng.uniform(0.5, 2.0, size=(2, 3))
+    phase = rng.uniform(0.0, 2 * np.pi, size=3)
+    waves = np.sin(2 * np.pi * (x[..., None] * freq[0] + y[..., None] * freq[1]) + phase)
+    image = 0.5 + 0.4 * waves + rng.normal(0.0, 0.03, size=(height, width, 3))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def random_weights_path(tmp_path_factory) -> Path:
+    return make_random_weights(tmp_path_factory.mktemp("weights") / "random-vgg16.npz")
+
+
+@pytest.fixture
+def weights_env(monkeypatch, random_weights_path) -> Path:
+    """NEURASTYLE_WEIGHTS -> the random weights, for this test only."""
+    monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(random_weights_path))
+    return random_weights_path
+
+
+def load_function(**env):
+    """functions-framework's Flask app for functions/main.py, loaded with `env` set (the
+    function reads its settings when loaded). Returns (app, module)."""
+    import functions_framework
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in FUNCTION_ENV:
+            mp.delenv(name, raising=False)
+        for name, value in env.items():
+            mp.setenv(name, str(value))
+        app = functions_framework.create_app(target="neurastyle", source=str(FUNCTION_SOURCE))
+        module = sys.modules["main"]
+    return app, module
+
+
+@pytest.fixture(scope="session")
+def function_app():
+    """(app, module) with the default settings, shared by the session."""
+    return load_function()
+
+
+@pytest.fixture
+def client(function_app, weights_env):
+    """Test client of the function with default settings and the random weights."""
+    return function_app[0].test_client()
+
+
+@pytest.fixture
+def function_module(function_app, weights_env):
+    """The loaded functions/main.py behind `client` (to monkeypatch its `stylize`)."""
+    return function_app[1]
+
+
+@pytest.fixture
+def make_client(weights_env):
+    """make_client(NEURASTYLE_CORS_ORIGINS="*", ...) -> a test client of a freshly loaded function."""
+    def make(**env):
+        return load_function(**env)[0].test_client()
+    return make
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LiveServer:
+    """`nst_jax.serve.serve` (gunicorn + functions-framework) in a child process."""
+
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        child_env = {k: v for k, v in os.environ.items() if k not in FUNCTION_ENV}
+        child_env.update(env or {})
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
+        self._log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"from nst_jax.serve import serve; serve('127.0.0.1', {self.port})"],
+            cwd=REPO_ROOT, env=child_env, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        self._wait_ready(timeout)
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.stop()
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory, random_weights_path):
+    """A real server on a free localhost port with the random weights, shared by the session."""
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    server = LiveServer(log_path, env={"NEURASTYLE_WEIGHTS": str(random_weights_path)})
+    yield server
+    server.stop()

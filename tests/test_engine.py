@@ -1,0 +1,187 @@
+"""The engine: network, losses, options, optimisation loop, colour preservation, CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import gradient_image, random_weights
+
+import jax
+import nst_jax
+from nst_jax import color, losses, model as model_lib, transfer
+from nst_jax.errors import Cancelled, OptionsError
+from nst_jax.options import Limits, Options
+from nst_jax.vgg import VGG, layer_names
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_lib.from_weights(random_weights("vgg16", seed=1))
+
+
+def test_layer_names_follow_keras():
+    assert layer_names("vgg19")[:3] == ["block1_conv1", "block1_conv2", "block2_conv1"]
+    assert len(layer_names("vgg19")) == 16 and len(layer_names("vgg16")) == 13
+    assert "block5_conv4" in layer_names("vgg19") and "block5_conv4" not in layer_names("vgg16")
+
+
+def test_vgg_computes_nothing_past_the_deepest_layer():
+    w = random_weights("vgg19")
+    x = gradient_image(37, 50)[None]
+    # Only the first three layers' parameters exist: asking for block2_conv1 must not need more.
+    params = {"params": {n: w.params[n] for n in ("block1_conv1", "block1_conv2", "block2_conv1")}}
+    out = VGG("vgg19").apply(params, w.preprocess(x), layers=("block1_conv2", "block2_conv1"))
+    assert set(out) == {"block1_conv2", "block2_conv1"}
+    assert out["block1_conv2"].shape == (1, 37, 50, 64)
+    assert out["block2_conv1"].shape == (1, 18, 25, 128)  # floor after a 2x2 pool
+    with pytest.raises(ValueError, match="no layers"):
+        VGG("vgg16").apply(params, x, layers=("block5_conv4",))
+
+
+def test_model_takes_rgb_whatever_the_weights_channel_order(model):
+    x = gradient_image(24, 40)[None]
+    w = model.weights
+    expected = VGG("vgg16").apply(w.flax_params(), w.preprocess(x), layers=("block2_conv2",))["block2_conv2"]
+    got = model.features(x, ["block2_conv2"])["block2_conv2"]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=2e-4, atol=2e-3)
+
+
+def test_gram_matches_numpy():
+    f = np.random.default_rng(0).standard_normal((2, 5, 7, 4)).astype(np.float32)
+    flat = f.reshape(2, 35, 4)
+    expected = np.einsum("npc,npd->ncd", flat, flat) / 35
+    np.testing.assert_allclose(np.asarray(losses.gram(f)), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_relative_errors_are_scale_free_and_zero_at_target():
+    rng = np.random.default_rng(1)
+    a, b = rng.random((1, 6, 6, 3)), rng.random((1, 6, 6, 3))
+    assert float(losses.relative_error(a, a)[0]) == 0.0
+    np.testing.assert_allclose(losses.relative_error(60 * a, 60 * b), losses.relative_error(a, b), rtol=1e-5)
+    assert float(losses.total_variation(np.full((1, 8, 8, 3), 0.3))[0]) == 0.0
+    assert float(losses.total_variation(a)[0]) > 0
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"size": 16}, "size"),
+    ({"size": 10**6}, "size"),
+    ({"steps": 0}, "steps"),
+    ({"steps": "10"}, "steps"),
+    ({"size": 2.5}, "size"),
+    ({"lr": 0}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"style_weight": -1}, "style_weight"),
+    ({"init": "zeros"}, "init"),
+    ({"preserve_color": "yes"}, "preserve_color"),
+    ({"colour": True}, "unknown"),
+    ({"style_blend": [1, -1]}, "style_blend"),
+    ({"style_blend": "1,2"}, "style_blend"),
+    ({"seed": True}, "seed"),
+])
+def test_options_reject_bad_values_naming_the_field(values, message):
+    with pytest.raises(OptionsError, match=message):
+        Options.from_mapping(values, Limits(max_size=1024, max_steps=1000))
+
+
+def test_options_accept_json_numbers_and_check_blend_length():
+    o = Options.from_mapping({"size": 64.0, "steps": 3, "style_weight": 10, "style_blend": [1, 3]}, n_styles=2)
+    assert (o.size, o.style_blend) == (64, (1, 3))
+    with pytest.raises(OptionsError, match="2 weights for 3"):
+        Options.from_mapping({"style_blend": [1, 3]}, n_styles=3)
+
+
+def test_scale_sizes_coarse_to_fine():
+    assert transfer.scale_sizes(512, True) == [128, 256, 512]
+    assert transfer.scale_sizes(300, True) == [150, 300]
+    assert transfer.scale_sizes(200, True) == [200]
+    assert transfer.scale_sizes(512, False) == [512]
+
+
+def test_stylize_lowers_the_loss_and_reports_progress(model):
+    content, style = gradient_image(40, 56, seed=1), gradient_image(48, 48, seed=2)[:, ::-1]
+    reports = []
+    out = nst_jax.stylize(content, [style], Options(size=56, steps=8, lr=0.05, style_weight=10),
+                          model=model, on_progress=reports.append)
+    assert out.shape == (40, 56, 3) and out.dtype == np.float32
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert [r.step for r in reports] == list(range(1, 9)) and reports[-1].total == 8
+    assert reports[-1].loss < reports[0].loss
+    assert reports[-1].preview is not None and reports[-1].preview.shape == (40, 56, 3)
+
+
+def test_multiscale_runs_every_scale_and_keeps_the_aspect_ratio(model):
+    content, style = gradient_image(90, 130), gradient_image(30, 30, seed=3)
+    reports = []
+    out = nst_jax.stylize(content, [style], Options(size=260, steps=2), model=model, on_progress=reports.append)
+    assert out.shape == (180, 260, 3)
+    assert [r.scale for r in reports] == [0, 0, 1, 1]
+    assert reports[0].shape == (88, 128) and reports[-1].shape == (176, 256)
+    assert reports[-1].step == reports[-1].total == 4
+
+
+def test_one_compiled_program_serves_new_images_and_options_of_the_same_shape(model):
+    style = gradient_image(32, 32, seed=4)
+    nst_jax.stylize(gradient_image(40, 64, seed=5), [style], Options(size=64, steps=2), model=model)
+    compiled = transfer.run_one_step._cache_size()
+    nst_jax.stylize(gradient_image(40, 64, seed=6), [gradient_image(20, 50, seed=7)],
+                    Options(size=64, steps=3, lr=0.1, style_weight=3, tv_weight=1), model=model)
+    assert transfer.run_one_step._cache_size() == compiled
+
+
+def test_noise_init_is_repeatable_bit_for_bit(model):
+    content, style = gradient_image(32, 48), gradient_image(32, 32, seed=8)
+    def run(seed):
+        return nst_jax.stylize(content, [style], Options(size=48, steps=3, init="noise", seed=seed), model=model)
+    a, b, c = run(7), run(7), run(8)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_blend_weights_select_styles(model):
+    content = gradient_image(32, 48)
+    s1, s2 = gradient_image(32, 32, seed=9), gradient_image(32, 32, seed=10)[::-1]
+    opts = Options(size=48, steps=3)
+    alone = nst_jax.stylize(content, [s1], opts, model=model)
+    blended = nst_jax.stylize(content, [s1, s2], Options(size=48, steps=3, style_blend=(1.0, 0.0)), model=model)
+    mixed = nst_jax.stylize(content, [s1, s2], Options(size=48, steps=3, style_blend=(1.0, 1.0)), model=model)
+    np.testing.assert_allclose(blended, alone, atol=1e-6)
+    assert np.abs(mixed - alone).max() > 1e-3
+
+
+def test_preserve_color_keeps_the_content_chroma(model):
+    content, style = gradient_image(32, 48), gradient_image(32, 32, seed=11)[..., ::-1]
+    kept = nst_jax.stylize(content, [style], Options(size=48, steps=4, lr=0.1, preserve_color=True), model=model)
+    free = nst_jax.stylize(content, [style], Options(size=48, steps=4, lr=0.1), model=model)
+    def chroma_change(im):  # mean |change| of the I and Q channels; clipping to RGB moves a few pixels
+        return np.abs((im - content) @ color._YIQ[1:].T).mean()
+    assert chroma_change(kept) < 0.01 < chroma_change(free)
+    assert np.abs(color.luminance(kept) - color.luminance(content)).max() > 0.01
+
+
+def test_a_progress_callback_can_cancel(model):
+    seen = []
+    def stop_at_two(p):
+        seen.append(p.step)
+        if p.step == 2:
+            raise Cancelled()
+    with pytest.raises(Cancelled):
+        nst_jax.stylize(gradient_image(32, 32), [gradient_image(32, 32, seed=1)], Options(size=32, steps=50),
+                        model=model, on_progress=stop_at_two)
+    assert seen == [1, 2]
+
+
+def test_the_accelerator_loop_form_matches_step_by_step(model):
+    """run_steps (one compiled loop, used on GPU/TPU) gives what run_one_step (CPU) gives."""
+    content = gradient_image(32, 32)[None]
+    targets = transfer.make_targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), 32)
+    args = (model.net, model.params, model.input_scale, model.input_offset, targets,
+            jax.numpy.asarray([[1.0, 10.0, 0.01]]), jax.numpy.asarray([0.05]))
+    def start():
+        image = jax.numpy.asarray(content)
+        return (image, transfer.ADAM.init(image))
+    carry = start()
+    for _ in range(4):
+        carry, loss_step = transfer.run_one_step(carry, *args)
+    looped, loss_loop = transfer.run_steps(start(), 4, *args)
+    np.testing.assert_allclose(np.asarray(looped[0]), np.asarray(carry[0]), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(loss_loop), np.asarray(loss_step), rtol=1e-3)

@@ -1,0 +1,201 @@
+// NeuraStyle page: pick two images, POST them with "stream": true, follow the NDJSON progress.
+"use strict";
+
+const DEFAULT_STYLE_WEIGHT = 1e4; // nst_jax.Options.style_weight; the strength slider is log10 of a factor on it
+
+const $ = (id) => document.getElementById(id);
+const picked = { content: null, style: null }; // promises of data: URLs
+let controller = null; // AbortController of the request in flight
+let resultUrl = null;
+
+function apiUrl() {
+  const fromQuery = new URLSearchParams(location.search).get("api");
+  const meta = document.querySelector('meta[name="neurastyle-api"]');
+  return fromQuery || (meta && meta.content.trim()) || "stylize";
+}
+
+// --- picking images ---------------------------------------------------------
+
+function pick(kind, file) {
+  if (!file) return;
+  const preview = $(kind + "-preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  const hint = $(kind + "-drop").querySelector(".hint");
+  preview.onload = () => { preview.hidden = false; $(kind + "-drop").classList.add("has-image"); };
+  preview.onerror = () => {
+    preview.hidden = true;
+    $(kind + "-drop").classList.remove("has-image");
+    hint.textContent = `No preview for ${file.name}`;
+  };
+  preview.src = URL.createObjectURL(file);
+  picked[kind] = new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(new Error(`Could not read ${file.name}.`));
+    reader.readAsDataURL(file);
+  });
+}
+
+function setUpPicker(kind) {
+  const input = $(kind + "-file");
+  const zone = $(kind + "-drop");
+  input.addEventListener("change", () => pick(kind, input.files[0]));
+  zone.addEventListener("dragover", (e) => { e.preventDefault(); zone.classList.add("dragging"); });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    pick(kind, e.dataTransfer.files[0]);
+  });
+}
+
+// --- settings ----------------------------------------------------------------
+
+function styleFactor() {
+  return Math.pow(10, Number($("strength").value));
+}
+
+function showSettings() {
+  const f = styleFactor();
+  $("strength-value").textContent = (f >= 1 ? f.toFixed(f < 10 ? 1 : 0) : f.toPrecision(2)).replace(/\.0$/, "") + "×";
+  $("size-value").textContent = $("size").value;
+  $("steps-value").textContent = $("steps").value;
+}
+
+function options() {
+  return {
+    size: Number($("size").value),
+    steps: Number($("steps").value),
+    style_weight: DEFAULT_STYLE_WEIGHT * styleFactor(),
+  };
+}
+
+// --- feedback ----------------------------------------------------------------
+
+function showError(message) {
+  $("error").textContent = message;
+  $("error").hidden = false;
+}
+
+function setBusy(busy) {
+  $("stylize").disabled = busy;
+  $("cancel").hidden = !busy;
+  $("status").hidden = !busy && $("progress").value === 0;
+}
+
+function showProgress(event) {
+  $("progress").max = event.total;
+  $("progress").value = event.step;
+  const scale = event.scales > 1 ? ` · scale ${event.scale + 1} of ${event.scales}` : "";
+  $("step-text").textContent = `Step ${event.step} of ${event.total}${scale}`;
+  if (event.preview) {
+    $("live").src = "data:image/png;base64," + event.preview;
+    $("live").hidden = false;
+  }
+}
+
+function base64ToBlob(b64, type) {
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type });
+}
+
+function showResult(event) {
+  if (resultUrl) URL.revokeObjectURL(resultUrl);
+  resultUrl = URL.createObjectURL(base64ToBlob(event.image, "image/png"));
+  $("result-image").src = resultUrl;
+  $("download").href = resultUrl;
+  $("result-info").textContent = `${event.width}×${event.height} px · ${event.steps} steps · ${event.elapsed_s.toFixed(1)} s`;
+  $("live").hidden = true;
+  $("result").hidden = false;
+  $("step-text").textContent = "Done.";
+}
+
+// --- talking to the function -------------------------------------------------
+
+async function errorMessage(response) {
+  try {
+    const body = await response.json();
+    if (body && body.error && body.error.message) return body.error.message;
+  } catch (_) { /* not JSON */ }
+  return `The server answered ${response.status} ${response.statusText}.`;
+}
+
+// Calls onEvent for each JSON line of an NDJSON response body.
+async function readLines(response, onEvent) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    buffer += decoder.decode(value || new Uint8Array(), { stream: !done });
+    let newline;
+    while ((newline = buffer.indexOf("\n")) >= 0) {
+      const line = buffer.slice(0, newline).trim();
+      buffer = buffer.slice(newline + 1);
+      if (line) onEvent(JSON.parse(line));
+    }
+    if (done) break;
+  }
+  if (buffer.trim()) onEvent(JSON.parse(buffer));
+}
+
+async function stylize(event) {
+  event.preventDefault();
+  $("error").hidden = true;
+  if (!picked.content || !picked.style) {
+    showError("Pick a content image and a style image first.");
+    return;
+  }
+  let images;
+  try {
+    images = await Promise.all([picked.content, picked.style]);
+  } catch (e) {
+    showError(e.message);
+    return;
+  }
+  $("result").hidden = true;
+  $("progress").value = 0;
+  $("step-text").textContent = "Starting… the first run of a size also compiles the model.";
+  $("status").hidden = false;
+  controller = new AbortController();
+  setBusy(true);
+  let finished = false;
+  try {
+    const response = await fetch(apiUrl(), {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({
+        content_image: images[0],
+        style_image: images[1],
+        options: options(),
+        stream: true,
+      }),
+      signal: controller.signal,
+    });
+    if (!response.ok) {
+      showError(await errorMessage(response));
+      return;
+    }
+    await readLines(response, (line) => {
+      if (line.type === "progress") showProgress(line);
+      else if (line.type === "result") { finished = true; showResult(line); }
+      else if (line.type === "error") { finished = true; showError(line.error.message); }
+    });
+    if (!finished) showError("The connection closed before the result arrived. Please try again.");
+  } catch (e) {
+    if (e.name === "AbortError") $("step-text").textContent = "Cancelled.";
+    else showError(`Could not reach the server (${e.message}).`);
+  } finally {
+    controller = null;
+    setBusy(false);
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  setUpPicker("content");
+  setUpPicker("style");
+  for (const id of ["strength", "size", "steps"]) $(id).addEventListener("input", showSettings);
+  showSettings();
+  $("form").addEventListener("submit", stylize);
+  $("cancel").addEventListener("click", () => controller && controller.abort());
+});
