@@ -12,10 +12,13 @@ FROM python:3.11-slim
 # provides the driver, as Cloud Run does for its L4 GPUs).
 ARG JAX_EXTRA=""
 
+# Compiled XLA programs are kept in NEURASTYLE_COMPILATION_CACHE (writable /tmp: the
+# service user has no home), so later requests of a known image shape skip compiling.
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    NEURASTYLE_WEIGHTS_DIR=/app/weights
+    NEURASTYLE_WEIGHTS_DIR=/app/weights \
+    NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla
 
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -12,6 +12,8 @@ so `tests/test_torch_reference.py` can import it as ``benchmarks.torch_reference
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,13 +25,19 @@ from nst_jax.weights import Weights
 
 
 class TorchVGG:
-    """The VGG conv stack up to `CONTENT_LAYER` as frozen torch tensors (OIHW kernels)."""
+    """The VGG conv stack up to `CONTENT_LAYER` as frozen torch tensors (OIHW kernels).
 
-    def __init__(self, weights: Weights, device: str = "cpu"):
+    channels_last: keep activations and kernels in NHWC memory order (same NCHW logical
+    shapes), which oneDNN and cuDNN may run faster; the default is PyTorch's usual layout.
+    """
+
+    def __init__(self, weights: Weights, device: str = "cpu", channels_last: bool = False):
         names = layer_names(weights.arch)
         self.names = names[: names.index(CONTENT_LAYER) + 1]
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.convs = {
-            n: (torch.from_numpy(np.ascontiguousarray(weights.params[n]["kernel"].transpose(3, 2, 0, 1))).to(device),
+            n: (torch.from_numpy(weights.params[n]["kernel"].transpose(3, 2, 0, 1)).to(device)
+                .contiguous(memory_format=self.memory_format),
                 torch.from_numpy(np.asarray(weights.params[n]["bias"])).to(device))
             for n in self.names
         }
@@ -41,7 +49,7 @@ class TorchVGG:
 
     def __call__(self, rgb: torch.Tensor, layers) -> dict[str, torch.Tensor]:
         """ReLU outputs of `layers` for (N, 3, H, W) RGB images in [0, 1]."""
-        x = (rgb[:, self.order] * self.scale - self.mean) / self.std
+        x = ((rgb[:, self.order] * self.scale - self.mean) / self.std).contiguous(memory_format=self.memory_format)
         out = {}
         for name in self.names:
             if name.endswith("_conv1") and name != "block1_conv1":
@@ -113,6 +121,14 @@ class TorchStylizer:
         with torch.no_grad():
             self.image.clamp_(0.0, 1.0)
         return loss.item()
+
+    def run(self, n_steps: int) -> float:
+        """`n_steps` steps from the content image with a fresh Adam; returns the seconds they took."""
+        self.reset()
+        t = time.perf_counter()
+        for _ in range(n_steps):
+            self.step()  # .item() in step() waits for the device
+        return time.perf_counter() - t
 
     def result(self) -> np.ndarray:
         """The current image, (H, W, 3) numpy."""

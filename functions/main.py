@@ -4,6 +4,7 @@ Thin glue between HTTP and `nst_jax`. functions-framework sends every path here:
 
   POST /  or  POST /stylize   stylize; JSON in, JSON (or NDJSON with "stream": true) out
   GET  /healthz               {"ready", "device", "weights"}; 503 while weights are missing
+  GET  /config                {"defaults": options' defaults, "limits": this deployment's bounds}
   GET  /, GET /<file>         the web page, files of web/ only
   OPTIONS *                   CORS preflight
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -44,7 +46,8 @@ if importlib.util.find_spec("nst_jax") is None:  # a checkout that did not `pip 
 from nst_jax import Limits, Options, Progress, errors, images, load_model, stylize  # noqa: E402
 
 log = logging.getLogger("neurastyle")
-logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")  # no-op if configured
+log.setLevel(logging.INFO)
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # stderr, unless logging is set up already
 
 
 def _env_int(name: str, default: float) -> int:
@@ -121,6 +124,9 @@ def route(request: flask.Request) -> flask.Response:
     if path == "healthz":
         require(method, "GET, HEAD")
         return health()
+    if path == "config":
+        require(method, "GET, HEAD")
+        return json_response({"defaults": Options().to_dict(), "limits": dataclasses.asdict(LIMITS)})
     if path == "stylize":
         require(method, "POST, OPTIONS")
     file = static_file(path)

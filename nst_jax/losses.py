@@ -18,9 +18,9 @@ import jax.numpy as jnp
 def gram(features: jax.Array) -> jax.Array:
     """Gram matrices of (N, h, w, C) activations -> (N, C, C), float32, averaged over the h*w positions."""
     n, h, w, c = features.shape
-    f = features.reshape(n, h * w, c)
-    g = jnp.einsum("npc,npd->ncd", f, f, preferred_element_type=jnp.float32)
-    return g / (h * w)
+    # float32 even when the convolutions run in bfloat16: Gram sums over many positions.
+    f = features.reshape(n, h * w, c).astype(jnp.float32)
+    return jnp.einsum("npc,npd->ncd", f, f) / (h * w)
 
 
 def relative_error(x: jax.Array, target: jax.Array) -> jax.Array:

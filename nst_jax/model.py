@@ -84,6 +84,17 @@ def _load(path: Path, precision: str) -> Model:
     return from_weights(weights_io.load(path), dtype=jnp.bfloat16 if precision == "bfloat16" else jnp.float32)
 
 
+@functools.cache
+def enable_compilation_cache() -> None:
+    """Keep compiled programs on disk so that a new process (a serverless cold start)
+    skips compiling the shapes an earlier one compiled. Directory: env
+    NEURASTYLE_COMPILATION_CACHE (default ~/.cache/neurastyle/xla; "off" disables)."""
+    path = os.environ.get("NEURASTYLE_COMPILATION_CACHE", str(Path.home() / ".cache" / "neurastyle" / "xla"))
+    if path and path != "off":
+        jax.config.update("jax_compilation_cache_dir", path)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
 def load_model(path: str | os.PathLike | None = None, precision: str | None = None) -> Model:
     """Load a weights file (default: `nst_jax.weights.default_path()`) once per process.
 
@@ -97,4 +108,5 @@ def load_model(path: str | os.PathLike | None = None, precision: str | None = No
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be float32 or bfloat16, not {precision!r}")
     path = Path(path) if path is not None else weights_io.default_path()
+    enable_compilation_cache()
     return _load(path.resolve(), precision)

@@ -24,12 +24,19 @@ class Limits:
 
     @classmethod
     def from_env(cls, **defaults) -> "Limits":
+        """`defaults`, overridden by the environment. Raises OptionsError for a bad value."""
         base = cls(**defaults)
-        return cls(
-            min_size=base.min_size,
-            max_size=int(os.environ.get("NEURASTYLE_MAX_SIZE", base.max_size)),
-            max_steps=int(os.environ.get("NEURASTYLE_MAX_STEPS", base.max_steps)),
-        )
+        def read(name, default):
+            raw = os.environ.get(name, "").strip()
+            try:
+                value = int(float(raw)) if raw else default
+            except ValueError:
+                value = 0
+            if value < 1:
+                raise OptionsError(f"environment variable {name}={raw!r} must be a positive integer")
+            return value
+        return cls(min_size=base.min_size, max_size=read("NEURASTYLE_MAX_SIZE", base.max_size),
+                   max_steps=read("NEURASTYLE_MAX_STEPS", base.max_steps))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,12 @@ from nst_jax.vgg import VGG
 CONTENT_LAYER = "block5_conv2"
 STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 MIN_SCALE = 128  # px, longest side of the coarsest scale
-SHAPE_MULTIPLE = 8  # working shapes are rounded to this, so few programs are compiled
+# Shapes are bucketed so that a stream of arbitrary requests compiles few programs: the
+# optimisation runs at a longest side rounded up to SIZE_STEP (the result is resized to the
+# exact size at the end) with the other side a multiple of 1/ASPECT_BUCKETS of it. So each
+# scale of a working size has at most 2 * ASPECT_BUCKETS shapes (portrait and landscape).
+SIZE_STEP = 32
+ASPECT_BUCKETS = 16
 # Adam's moment estimates only; the learning rate is applied per image afterwards,
 # so it is a traced value (changing it does not recompile) and may differ within a batch.
 ADAM = optax.scale_by_adam()
@@ -105,6 +110,16 @@ def steps_per_call(backend: str | None = None) -> int | None:
     return 1 if (backend or jax.default_backend()) == "cpu" else None
 
 
+MIN_SIDE = 32  # px: block5 sits behind four 2x2 pools, so a shorter side would leave it empty
+
+
+def working_shape(height: int, width: int, longest: int) -> tuple[int, int]:
+    """The bucketed (H, W) an image of `height` x `width` is optimised at, longest side `longest`,
+    neither side under MIN_SIDE (a very wide image is optimised less wide, then resized back)."""
+    h, w = image_ops.fit_shape(height, width, longest, multiple=max(1, longest // ASPECT_BUCKETS))
+    return max(h, MIN_SIDE), max(w, MIN_SIDE)
+
+
 def scale_sizes(size: int, multiscale: bool) -> list[int]:
     """Longest sides of the scales, coarse to fine: halving from `size` while >= MIN_SCALE."""
     sizes = [size]
@@ -128,7 +143,7 @@ class _GramCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        shape = image_ops.fit_shape(*style.shape[:2], longest, SHAPE_MULTIPLE)
+        shape = working_shape(*style.shape[:2], longest)
         feats = model.features(image_ops.resize(style, *shape)[None], STYLE_LAYERS)
         grams = {name: losses.gram(f) for name, f in feats.items()}
         with self._lock:
@@ -199,13 +214,13 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], options: Options 
         content = color.luminance_rgb(content)
         styles = [color.match_luminance(color.luminance_rgb(s), content) for s in styles]
 
-    sizes = scale_sizes(options.size, options.multiscale)
+    sizes = scale_sizes(-(-options.size // SIZE_STEP) * SIZE_STEP, options.multiscale)
     total = options.steps * len(sizes)
     preview_every = max(1, options.steps // 10)
     start = time.perf_counter()
     image = None
     for index, longest in enumerate(sizes):
-        shape = image_ops.fit_shape(*content.shape[:2], longest, SHAPE_MULTIPLE)
+        shape = working_shape(*content.shape[:2], longest)
         scaled_content = image_ops.resize(content, *shape)[None]
         targets = make_targets(model, scaled_content, styles, blend, longest)
         if image is not None:

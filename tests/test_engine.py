@@ -90,6 +90,11 @@ def test_options_accept_json_numbers_and_check_blend_length():
         Options.from_mapping({"style_blend": [1, 3]}, n_styles=3)
 
 
+def test_working_shapes_are_bucketed():
+    shapes = {transfer.working_shape(h, 1000, 512) for h in range(300, 1001)}
+    assert len(shapes) <= transfer.ASPECT_BUCKETS and all(w == 512 and h % 32 == 0 for h, w in shapes)
+
+
 def test_scale_sizes_coarse_to_fine():
     assert transfer.scale_sizes(512, True) == [128, 256, 512]
     assert transfer.scale_sizes(300, True) == [150, 300]
@@ -106,7 +111,7 @@ def test_stylize_lowers_the_loss_and_reports_progress(model):
     assert 0.0 <= out.min() and out.max() <= 1.0
     assert [r.step for r in reports] == list(range(1, 9)) and reports[-1].total == 8
     assert reports[-1].loss < reports[0].loss
-    assert reports[-1].preview is not None and reports[-1].preview.shape == (40, 56, 3)
+    assert reports[-1].preview is not None and reports[-1].preview.shape == (*reports[-1].shape, 3)
 
 
 def test_multiscale_runs_every_scale_and_keeps_the_aspect_ratio(model):
@@ -115,7 +120,8 @@ def test_multiscale_runs_every_scale_and_keeps_the_aspect_ratio(model):
     out = nst_jax.stylize(content, [style], Options(size=260, steps=2), model=model, on_progress=reports.append)
     assert out.shape == (180, 260, 3)
     assert [r.scale for r in reports] == [0, 0, 1, 1]
-    assert reports[0].shape == (88, 128) and reports[-1].shape == (176, 256)
+    # size 260 works at 288 (SIZE_STEP 32): 144 then 288, short sides multiples of 144/16 and 288/16
+    assert reports[0].shape == (99, 144) and reports[-1].shape == (198, 288)
     assert reports[-1].step == reports[-1].total == 4
 
 
@@ -185,3 +191,19 @@ def test_the_accelerator_loop_form_matches_step_by_step(model):
     looped, loss_loop = transfer.run_steps(start(), 4, *args)
     np.testing.assert_allclose(np.asarray(looped[0]), np.asarray(carry[0]), atol=1e-4)
     np.testing.assert_allclose(np.asarray(loss_loop), np.asarray(loss_step), rtol=1e-3)
+
+
+def test_very_wide_images_keep_every_layer_non_empty(model):
+    reports = []
+    out = nst_jax.stylize(gradient_image(20, 2000), [gradient_image(32, 32)], Options(size=64, steps=2),
+                          model=model, on_progress=reports.append)
+    assert out.shape == (1, 64, 3)
+    assert all(min(r.shape) >= transfer.MIN_SIDE and np.isfinite(r.loss) for r in reports)
+
+
+def test_limits_from_env(monkeypatch):
+    monkeypatch.setenv("NEURASTYLE_MAX_SIZE", "2e3")
+    assert Limits.from_env(max_size=1024).max_size == 2000
+    monkeypatch.setenv("NEURASTYLE_MAX_STEPS", "lots")
+    with pytest.raises(OptionsError, match="NEURASTYLE_MAX_STEPS"):
+        Limits.from_env()

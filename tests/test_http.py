@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import errors
+from nst_jax import Options, errors
 
 SMALL = {"size": 32, "steps": 2}  # every square image below works at 32x32: one compiled shape
 
@@ -69,7 +69,7 @@ def test_stylize_returns_a_png_and_what_was_done(client):
     assert image.size == (out["width"], out["height"]) == (32, 32)
     assert out["steps"] == 2 and out["elapsed_s"] > 0
     assert out["weights"] == {"arch": "vgg16", "source": "random weights (tests)"}
-    assert out["options"]["size"] == 32 and out["options"]["style_weight"] == 1e4
+    assert out["options"] == {**Options().to_dict(), **SMALL}
     assert "type" not in out
 
 
@@ -282,6 +282,7 @@ def test_deployment_limits_default_to_1024_px_and_1000_steps(client):
 
 def test_limits_come_from_the_environment(make_client):
     c = make_client(NEURASTYLE_MAX_SIZE=48, NEURASTYLE_MAX_STEPS=5)
+    assert c.get("/config").get_json()["limits"] == {"min_size": 32, "max_size": 48, "max_steps": 5}
     assert_error(c.post("/stylize", json=body(size=64)), 400, "invalid_option")
     assert_error(c.post("/stylize", json=body(steps=6)), 400, "invalid_option")
     assert c.post("/stylize", json=body(steps=5)).status_code == 200
@@ -481,6 +482,14 @@ def test_cors_wildcard(make_client):
     c = make_client(NEURASTYLE_CORS_ORIGINS="*")
     r = c.get("/healthz", headers={"Origin": "https://anyone.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
+
+
+def test_config_tells_the_page_the_defaults_and_limits(client):
+    r = client.get("/config")
+    assert r.status_code == 200
+    assert r.get_json() == {"defaults": Options().to_dict(),
+                            "limits": {"min_size": 32, "max_size": 1024, "max_steps": 1000}}
+    assert_error(client.post("/config"), 405, "method_not_allowed")
 
 
 def test_healthz(client):

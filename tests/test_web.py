@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageDraw
 
+from nst_jax import Options
+
 pytestmark = pytest.mark.slow
 
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -93,9 +95,13 @@ def test_stylize_from_the_page(page, pictures, artifacts):
         preview = page.get_by_alt_text(f"{kind} image preview")
         preview.wait_for(state="visible")
         assert preview.evaluate("img => img.complete && img.naturalWidth > 0")
-    page.get_by_label("Style strength").fill("1")
+    page.get_by_label("Style strength").fill("1")  # enabled once the page has the defaults
     assert page.locator("#strength-value").inner_text() == "10×"
-    page.get_by_role("button", name="Stylize").click()
+    with page.expect_request("**/stylize") as sent:
+        page.get_by_role("button", name="Stylize").click()
+    request = sent.value.post_data_json
+    assert request["stream"] is True and request["content_image"].startswith("data:image/png;base64,")
+    assert request["options"] == {"size": 48, "steps": 3, "style_weight": 10 * Options().style_weight}
 
     result = page.get_by_alt_text("result")
     result.wait_for(state="visible", timeout=120_000)

@@ -1,10 +1,10 @@
 // NeuraStyle page: pick two images, POST them with "stream": true, follow the NDJSON progress.
 "use strict";
 
-const DEFAULT_STYLE_WEIGHT = 1e4; // nst_jax.Options.style_weight; the strength slider is log10 of a factor on it
 
 const $ = (id) => document.getElementById(id);
 const picked = { content: null, style: null }; // promises of data: URLs
+let defaults = null; // the function's option defaults (GET config); strength is log10 of a factor on style_weight
 let controller = null; // AbortController of the request in flight
 let resultUrl = null;
 
@@ -63,11 +63,26 @@ function showSettings() {
 }
 
 function options() {
-  return {
-    size: Number($("size").value),
-    steps: Number($("steps").value),
-    style_weight: DEFAULT_STYLE_WEIGHT * styleFactor(),
-  };
+  const chosen = { size: Number($("size").value), steps: Number($("steps").value) };
+  if (defaults) chosen.style_weight = defaults.style_weight * styleFactor();
+  return chosen;
+}
+
+// Option defaults and this deployment's limits, from GET config beside the API URL.
+async function loadConfig() {
+  try {
+    const response = await fetch(new URL("config", new URL(apiUrl(), location.href)));
+    if (!response.ok) return;
+    const config = await response.json();
+    defaults = config.defaults;
+    $("size").min = config.limits.min_size;
+    $("size").max = config.limits.max_size;
+    $("steps").max = config.limits.max_steps;
+    $("strength").disabled = false;
+    showSettings();
+  } catch (_) {
+    // Unreachable or old function: keep the page's bounds, leave the strength at the default.
+  }
 }
 
 // --- feedback ----------------------------------------------------------------
@@ -196,6 +211,7 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpPicker("style");
   for (const id of ["strength", "size", "steps"]) $(id).addEventListener("input", showSettings);
   showSettings();
+  loadConfig();
   $("form").addEventListener("submit", stylize);
   $("cancel").addEventListener("click", () => controller && controller.abort());
 });

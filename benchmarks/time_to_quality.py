@@ -1,0 +1,156 @@
+"""Total loss against wall time for the default recipe: single-scale Adam, multi-scale Adam
+(coarse to fine) and L-BFGS (optax, zoom line search), all at one size (default 256 px).
+
+    python benchmarks/time_to_quality.py --content /work/shared/images/tubingen.jpg \\
+        --style /work/shared/images/starry_night.jpg --json ttq.json
+
+Adam runs are `nst_jax.stylize` itself (default options, `--steps` per scale), timed by its
+progress reports, after a 1-step run that compiles every shape. The multi-scale curve shows
+its last scale only -- the full size, so its losses are comparable -- starting at the time
+the coarser scales took. L-BFGS works on unconstrained pixels x and minimises the loss of
+clip(x, 0, 1) -- the box enters through the objective, so that the line search and the
+curvature pairs see one consistent function and each iteration needs no extra evaluation --
+and the image it delivers is clip(x). It runs for `--lbfgs-budget` times the single-scale
+Adam wall time. All losses are the weighted total (content + style + TV) at full size,
+of the image before each step. Writes the curves to --plot and prints a summary table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import common
+import nst_jax
+from nst_jax import images, transfer
+
+
+def adam_curve(model, content, style, options) -> tuple[list[tuple[float, float]], float, np.ndarray]:
+    """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result)."""
+    nst_jax.stylize(content, [style], dataclasses.replace(options, steps=1), model=model)  # compile
+    reports = []
+    result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
+    last = [(p.elapsed, p.loss) for p in reports if p.scale == p.scales - 1]
+    coarse = max((p.elapsed for p in reports if p.scale < p.scales - 1), default=0.0)
+    return last, coarse, result
+
+
+def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[list[tuple[float, float]], int, np.ndarray]:
+    """((seconds, loss) per iteration, loss evaluations in all, result) of L-BFGS from `content`."""
+    weights = jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32)
+    opt = optax.lbfgs()
+
+    def loss(x, params, targets):
+        return transfer.objective(jnp.clip(x, 0.0, 1.0), model.net, params, model.input_scale,
+                                  model.input_offset, targets, weights)[0]
+
+    @jax.jit
+    def step(x, state, params, targets):
+        f = functools.partial(loss, params=params, targets=targets)
+        value, grad = optax.value_and_grad_from_state(f)(x, state=state)
+        updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
+        return optax.apply_updates(x, updates), state, value, optax.tree_utils.tree_get(state, "num_linesearch_steps")
+
+    x = jnp.asarray(content[None])
+    jax.block_until_ready(step(x, opt.init(x), model.params, targets))  # compile
+    state, curve, evaluations = opt.init(x), [], 0
+    start = time.perf_counter()
+    while not curve or curve[-1][0] < budget_s:
+        x, state, value, searched = step(x, state, model.params, targets)
+        curve.append((time.perf_counter() - start, float(value)))
+        evaluations += int(searched)
+    return curve, evaluations, np.clip(np.asarray(x[0]), 0, 1)
+
+
+def time_to_reach(curve, target: float) -> float | None:
+    return next((t for t, loss in curve if loss <= target), None)
+
+
+def plot(curves: dict, adam_final: float, title: str, path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 -- optional, only for the figure
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    for label, curve in curves.items():
+        t, loss = zip(*curve)
+        ax.plot(t, loss, label=label, lw=1.5)
+    ax.axhline(adam_final, color="gray", ls=":", lw=1, label="Adam single-scale final loss")
+    ax.set(yscale="log", xlabel="wall time, s (compiled; this machine)", ylabel="total loss at full size", title=title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def loss_of(model, targets, options, shape: tuple[int, int], image: np.ndarray) -> float:
+    """The weighted total loss of one (H, W, 3) result, resized to the working `shape`,
+    against the full-size targets."""
+    weights = jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32)
+    total, _ = transfer.objective(jnp.asarray(images.resize(image, *shape)[None]), model.net, model.params, model.input_scale,
+                                  model.input_offset, targets, weights)
+    return float(total)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--steps", type=int, default=nst_jax.Options().steps, help="Adam steps per scale")
+    p.add_argument("--lbfgs-budget", type=float, default=1.5, help="L-BFGS time, in single-scale Adam times")
+    p.add_argument("--plot", type=Path, default=Path(__file__).with_name("time_to_quality.png"))
+    p.add_argument("--json", type=Path)
+    common.add_image_args(p)
+    args = p.parse_args(argv)
+
+    common.disable_compilation_cache()
+    model = nst_jax.load_model(args.weights)
+    content, style = common.load_images(args.content, args.style)
+    options = nst_jax.Options(size=args.size, steps=args.steps, multiscale=False)
+    full = common.at_size(content, options.size)
+    targets = transfer.make_targets(model, full[None], [style], np.ones(1), options.size)
+    final_loss = functools.partial(loss_of, model, targets, options, full.shape[:2])
+
+    single, _, single_result = adam_curve(model, content, style, options)
+    multi, coarse_s, multi_result = adam_curve(model, content, style, dataclasses.replace(options, multiscale=True))
+    adam_time, adam_final = single[-1][0], final_loss(single_result)
+    lbfgs, evaluations, lbfgs_result = lbfgs_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
+
+    rows = {  # curve, result, loss evaluations, seconds before the first of them
+        "Adam, single scale": (single, single_result, len(single), 0.0),
+        f"Adam, multi-scale (last scale; coarser ones took {coarse_s:.0f} s)": (multi, multi_result, len(multi), coarse_s),
+        "L-BFGS (optax, zoom line search)": (lbfgs, lbfgs_result, evaluations, 0.0),
+    }
+    summary = {label: {"seconds": curve[-1][0], "final_loss": final_loss(result), "evaluations": evals,
+                       "ms_per_evaluation": 1000 * (curve[-1][0] - start) / evals,
+                       "seconds_to_adam_final_loss": time_to_reach(curve, adam_final),
+                       "loss_at_adam_time": min((loss for t, loss in curve if t <= adam_time), default=None)}
+               for label, (curve, result, evals, start) in rows.items()}
+    print(f"{args.size} px, {full.shape[0]}x{full.shape[1]}; Adam single-scale final loss {adam_final:.4g} "
+          f"after {adam_time:.1f} s\n")
+    print("| run | wall s | loss evaluations | ms/evaluation | final loss | loss by the Adam time "
+          "| s to the Adam final loss |\n" + "|---" * 7 + "|")
+    for label, s in summary.items():
+        reach = f"{s['seconds_to_adam_final_loss']:.1f}" if s["seconds_to_adam_final_loss"] is not None else "not reached"
+        print(f"| {label} | {s['seconds']:.1f} | {s['evaluations']} | {s['ms_per_evaluation']:.0f} "
+              f"| {s['final_loss']:.4g} | {s['loss_at_adam_time']:.4g} | {reach} |")
+    plot({label: row[0] for label, row in rows.items()}, adam_final,
+         f"{args.size} px ({full.shape[0]}x{full.shape[1]}), {args.steps} Adam steps per scale", args.plot)
+    print(f"\nwrote {args.plot}", file=sys.stderr)
+    if args.json:
+        args.json.write_text(json.dumps({"machine": common.machine(), "args": {k: str(v) for k, v in vars(args).items()},
+                                         "summary": summary, "curves": {k: v[0] for k, v in rows.items()}}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
