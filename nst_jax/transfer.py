@@ -168,12 +168,11 @@ def make_targets(model: Model, content: np.ndarray, styles: Sequence[np.ndarray]
     }
 
 
-def optimize(model: Model, image: jax.Array, targets: dict, options: Options, n_steps: int,
-             report: Callable[[int, float, jax.Array], None]) -> jax.Array:
-    """Run `n_steps` Adam steps from `image` (1, H, W, 3); `report(steps_done, loss, image)`
-    is called after each compiled call. Returns the final image."""
-    loss_weights = jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32)
-    lr = jnp.asarray([options.lr], jnp.float32)
+def optimize(model: Model, image: jax.Array, targets: dict, loss_weights: jax.Array, lr: jax.Array,
+             n_steps: int, report: Callable[[int, np.ndarray, jax.Array], bool]) -> jax.Array:
+    """Run `n_steps` Adam steps from `image` (N, H, W, 3) with per-image `loss_weights` (N, 3)
+    and `lr` (N,). After each compiled call `report(steps_done, losses (N,), image)` is called;
+    it returns False to stop early. Returns the last image."""
     carry = (image, ADAM.init(image))
     chunk = steps_per_call() or max(1, n_steps // 20)
     args = (model.net, model.params, model.input_scale, model.input_offset, targets, loss_weights, lr)
@@ -181,12 +180,119 @@ def optimize(model: Model, image: jax.Array, targets: dict, options: Options, n_
     while done < n_steps:
         n = min(chunk, n_steps - done)
         if n == 1:
-            carry, loss = run_one_step(carry, *args)
+            carry, losses_ = run_one_step(carry, *args)
         else:
-            carry, loss = run_steps(carry, n, *args)
+            carry, losses_ = run_steps(carry, n, *args)
         done += n
-        report(done, float(loss[0]), carry[0])
+        if not report(done, np.asarray(losses_), carry[0]):
+            break
     return carry[0]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stylization: images (H, W, 3) float32 RGB in [0, 1], its options and progress callback."""
+
+    content: np.ndarray
+    styles: Sequence[np.ndarray]
+    options: Options = Options()
+    on_progress: Callable[[Progress], None] | None = None
+
+
+def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tuple[int, int], ...]:
+    """Working (H, W) of each scale, coarse to fine, for a content image of `content_shape`."""
+    sizes = scale_sizes(-(-options.size // SIZE_STEP) * SIZE_STEP, options.multiscale)
+    return tuple(working_shape(*content_shape[:2], s) for s in sizes)
+
+
+def batch_key(job: Job) -> tuple:
+    """Jobs with equal keys can run together in one batch: same shapes at every scale, same steps."""
+    return scale_shapes(job.content.shape, job.options), job.options.steps
+
+
+@dataclass
+class _Prepared:
+    """A job as the optimisation sees it (luminance only when colours are preserved)."""
+
+    job: Job
+    content: np.ndarray
+    styles: list[np.ndarray]
+    blend: np.ndarray
+    outcome: np.ndarray | BaseException | None = None  # set when the job is stopped or done
+
+    @classmethod
+    def of(cls, job: Job) -> "_Prepared":
+        if not job.styles:
+            raise ValueError("at least one style image is needed")
+        job.options.validate(n_styles=len(job.styles))
+        blend = np.asarray(job.options.style_blend or [1.0] * len(job.styles), np.float64)
+        content, styles = job.content, list(job.styles)
+        if job.options.preserve_color:
+            content = color.luminance_rgb(content)
+            styles = [color.match_luminance(color.luminance_rgb(s), content) for s in styles]
+        return cls(job, content, styles, blend / blend.sum())
+
+    def finish(self, image: np.ndarray) -> np.ndarray:
+        out_shape = image_ops.fit_shape(*self.content.shape[:2], self.job.options.size)
+        result = image_ops.resize(np.asarray(image, np.float32), *out_shape)
+        if self.job.options.preserve_color:
+            result = color.transfer_luminance(result, image_ops.resize(self.job.content, *out_shape))
+        return result
+
+
+def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.ndarray | BaseException]:
+    """Run jobs of one `batch_key` together, as one batch on the device.
+
+    A job whose `on_progress` raises is stopped: it gets no more reports, and its slot in
+    the returned list holds the exception instead of an image. The batch ends early when
+    every job has stopped. Returns, per job, (H', W', 3) float32 in [0, 1] or an exception.
+    """
+    if len({batch_key(job) for job in jobs}) != 1:
+        raise ValueError("jobs of one batch need the same batch_key")
+    shapes, steps = batch_key(jobs[0])
+    model = model or load_model()
+    prepared = [_Prepared.of(job) for job in jobs]
+    loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]
+                                for j in jobs], jnp.float32)
+    lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
+    sizes = scale_sizes(-(-jobs[0].options.size // SIZE_STEP) * SIZE_STEP, jobs[0].options.multiscale)
+    preview_every = max(1, steps // 10)
+    start = time.perf_counter()
+    image = None
+    for index, (shape, longest) in enumerate(zip(shapes, sizes)):
+        contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
+        targets = jax.tree_util.tree_map(lambda *t: jnp.concatenate(t), *[
+            make_targets(model, contents[i:i + 1], p.styles, p.blend, longest) for i, p in enumerate(prepared)])
+        if image is not None:
+            image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in image])
+        else:
+            image = np.concatenate([
+                jax.random.uniform(jax.random.PRNGKey(p.job.options.seed), (1, *shape, 3))
+                if p.job.options.init == "noise" else contents[i:i + 1]
+                for i, p in enumerate(prepared)])
+        image = jnp.asarray(image, jnp.float32)
+
+        def report(done, losses_, current, index=index, shape=shape):
+            with_preview = done == steps or done % preview_every == 0
+            for i, p in enumerate(prepared):
+                if p.outcome is not None or p.job.on_progress is None:
+                    continue
+                try:
+                    p.job.on_progress(Progress(
+                        step=index * steps + done, total=steps * len(shapes), scale=index, scales=len(shapes),
+                        shape=shape, loss=float(losses_[i]), elapsed=time.perf_counter() - start,
+                        preview=np.asarray(current[i]) if with_preview else None))
+                except Exception as e:  # noqa: BLE001  (the job's own choice to stop, e.g. Cancelled)
+                    p.outcome = e
+            return any(p.outcome is None for p in prepared)
+
+        image = optimize(model, image, targets, loss_weights, lr, steps, report)
+        if all(p.outcome is not None for p in prepared):
+            break
+    for p, im in zip(prepared, np.asarray(image)):
+        if p.outcome is None:
+            p.outcome = p.finish(im)
+    return [p.outcome for p in prepared]
 
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], options: Options = Options(),
@@ -203,50 +309,7 @@ def stylize(content: np.ndarray, styles: Sequence[np.ndarray], options: Options 
     Returns:
       (H', W', 3) float32 in [0, 1], longest side `options.size`, aspect ratio of `content`.
     """
-    if not styles:
-        raise ValueError("at least one style image is needed")
-    options.validate(n_styles=len(styles))
-    model = model or load_model()
-    blend = np.asarray(options.style_blend or [1.0] * len(styles), np.float64)
-    blend = blend / blend.sum()
-    if options.preserve_color:
-        content_rgb = content
-        content = color.luminance_rgb(content)
-        styles = [color.match_luminance(color.luminance_rgb(s), content) for s in styles]
-
-    sizes = scale_sizes(-(-options.size // SIZE_STEP) * SIZE_STEP, options.multiscale)
-    total = options.steps * len(sizes)
-    preview_every = max(1, options.steps // 10)
-    start = time.perf_counter()
-    image = None
-    for index, longest in enumerate(sizes):
-        shape = working_shape(*content.shape[:2], longest)
-        scaled_content = image_ops.resize(content, *shape)[None]
-        targets = make_targets(model, scaled_content, styles, blend, longest)
-        if image is not None:
-            image = image_ops.resize(np.asarray(image[0]), *shape)[None]
-        elif options.init == "noise":
-            image = jax.random.uniform(jax.random.PRNGKey(options.seed), scaled_content.shape)
-        else:
-            image = scaled_content
-        image = jnp.asarray(image, jnp.float32)
-        base = index * options.steps
-
-        def report(done, loss, current, index=index, shape=shape, base=base):
-            if on_progress is None:
-                return
-            with_preview = done == options.steps or done % preview_every == 0
-            on_progress(Progress(
-                step=base + done, total=total, scale=index, scales=len(sizes), shape=shape, loss=loss,
-                elapsed=time.perf_counter() - start,
-                preview=np.asarray(current[0]) if with_preview else None,
-            ))
-
-        image = optimize(model, image, targets, options, options.steps, report)
-
-    out_shape = image_ops.fit_shape(*content.shape[:2], options.size)
-    result = image_ops.resize(np.asarray(image[0], np.float32), *out_shape)
-    if options.preserve_color:
-        result = color.transfer_luminance(result, image_ops.resize(content_rgb, *out_shape))
-    return result
-
+    outcome = stylize_batch([Job(content, styles, options, on_progress)], model)[0]
+    if isinstance(outcome, BaseException):
+        raise outcome
+    return outcome

@@ -207,3 +207,31 @@ def test_limits_from_env(monkeypatch):
     monkeypatch.setenv("NEURASTYLE_MAX_STEPS", "lots")
     with pytest.raises(OptionsError, match="NEURASTYLE_MAX_STEPS"):
         Limits.from_env()
+
+
+def test_a_batch_gives_what_each_job_gives_alone(model):
+    style_a, style_b = gradient_image(32, 32, seed=13), gradient_image(40, 30, seed=14)
+    jobs = [transfer.Job(gradient_image(30, 48, seed=15), [style_a], Options(size=48, steps=3)),
+            transfer.Job(gradient_image(31, 48, seed=16), [style_b],
+                         Options(size=48, steps=3, lr=0.1, style_weight=50, init="noise", seed=3))]
+    assert transfer.batch_key(jobs[0]) == transfer.batch_key(jobs[1])
+    together = transfer.stylize_batch(jobs, model)
+    for job, out in zip(jobs, together):
+        alone = nst_jax.stylize(job.content, job.styles, job.options, model=model)
+        np.testing.assert_allclose(out, alone, atol=2e-3)
+    assert np.abs(together[0] - together[1][:30]).max() > 0.05
+
+
+def test_a_stopped_job_leaves_the_rest_of_its_batch_running(model):
+    def stop(p):
+        raise Cancelled()
+    seen = []
+    jobs = [transfer.Job(gradient_image(32, 32), [gradient_image(32, 32, seed=1)], Options(size=32, steps=3), stop),
+            transfer.Job(gradient_image(32, 32, seed=2), [gradient_image(32, 32, seed=3)], Options(size=32, steps=3),
+                         seen.append)]
+    stopped, finished = transfer.stylize_batch(jobs, model)
+    assert isinstance(stopped, Cancelled)
+    assert finished.shape == (32, 32, 3) and [p.step for p in seen] == [1, 2, 3]
+    with pytest.raises(ValueError, match="batch_key"):
+        transfer.stylize_batch([jobs[1], transfer.Job(gradient_image(32, 64), jobs[1].styles, Options(size=64))],
+                               model)
