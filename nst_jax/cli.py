@@ -69,6 +69,7 @@ def run_stylize(args) -> None:
     values["style_blend"] = tuple(args.style_blend) if args.style_blend else None
     options = Options(**values)
     options.validate(n_styles=len(args.styles))
+    images.check_writable(args.output)
     content = images.read(args.content)
     styles = [images.read(p) for p in args.styles]
     model = load_model(args.weights)

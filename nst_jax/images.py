@@ -88,6 +88,16 @@ def encode(image: np.ndarray, format: str = "PNG", **params) -> bytes:
     return buf.getvalue()
 
 
+def check_writable(path: str | os.PathLike) -> None:
+    """Raise ImageError unless Pillow can write `path`'s extension and its folder exists,
+    so that a long run does not end in an unsavable result."""
+    path = Path(path)
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise ImageError(f"cannot write {path}: unknown image extension {path.suffix!r} (use .png or .jpg)")
+    if not path.parent.is_dir():
+        raise ImageError(f"cannot write {path}: folder {path.parent} does not exist")
+
+
 def write(image: np.ndarray, path: str | os.PathLike) -> None:
     """Save by the file's extension (PNG, JPEG, WebP, ...)."""
     try:

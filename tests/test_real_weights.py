@@ -78,3 +78,7 @@ def test_cli_stylizes_and_reports_bad_input(real_weights_file, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2
     assert "not an image" in bad.stderr and "Traceback" not in bad.stderr
+
+    unsavable = subprocess.run([sys.executable, "-m", "nst_jax", "stylize", CONTENT, STYLE, "-o", "out.xyz"],
+                               capture_output=True, text=True, timeout=120)
+    assert unsavable.returncode == 2 and "unknown image extension" in unsavable.stderr
