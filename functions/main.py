@@ -9,6 +9,8 @@ Thin glue between HTTP and `nst_jax`. functions-framework sends every path here:
   OPTIONS *                   CORS preflight
 
 Every failure is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status (table STATUS).
+Stylizations go through admission control (nst_jax.serve): a few run, a few wait, the rest
+get 429 with Retry-After; each has a deadline (504 past it, the work stopped).
 
 Environment:
   NEURASTYLE_WEIGHTS          weights file (default: nst_jax.weights.default_path())
@@ -17,6 +19,8 @@ Environment:
   NEURASTYLE_MAX_BODY_BYTES   largest request body (default 30e6)
   NEURASTYLE_CORS_ORIGINS     comma-separated origins allowed to call the API, or "*"
   NEURASTYLE_WEB_DIR          folder of the web page (default: web/ beside or above this file)
+  NEURASTYLE_MAX_CONCURRENT, NEURASTYLE_MAX_QUEUE, NEURASTYLE_DEADLINE_S, NEURASTYLE_DRAIN_S
+                              load and time limits, see nst_jax.serve (default 1, 8, 300 s, 30 s)
 """
 
 from __future__ import annotations
@@ -37,13 +41,13 @@ from pathlib import Path
 
 import flask
 import functions_framework
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 HERE = Path(__file__).resolve().parent
 if importlib.util.find_spec("nst_jax") is None:  # a checkout that did not `pip install` the package
     sys.path.append(str(HERE.parent))
 
-from nst_jax import Limits, Options, Progress, errors, images, load_model, stylize  # noqa: E402
+from nst_jax import Limits, Options, Progress, errors, images, load_model, serve, stylize  # noqa: E402
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -68,6 +72,8 @@ CORS_ORIGINS = [o.strip() for o in os.environ.get("NEURASTYLE_CORS_ORIGINS", "")
 WEB_DIR = _web_dir()
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
+ADMISSION = serve.Admission.from_env()
+DEADLINE_S = serve.deadline_s()
 
 REQUEST_KEYS = {"content_image", "style_image", "style_images", "style_blend", "options", "stream"}
 STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
@@ -75,7 +81,11 @@ STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
     "method_not_allowed": 405,
     "body_too_large": 413,
     "image_too_large": 413,
+    "busy": 429,
     "weights_unavailable": 503,
+    "out_of_memory": 503,
+    "shutting_down": 503,
+    "deadline_exceeded": 504,
     "internal": 500,
 }
 SECURITY_HEADERS = {
@@ -114,6 +124,26 @@ def neurastyle(request: flask.Request) -> flask.Response:
     return with_headers(response, request.headers.get("Origin"))
 
 
+def flask_answer(e: HTTPException) -> flask.Response:
+    """Answers Flask gives without calling the function: paths its router does not match
+    (a newline in the path, /robots.txt, /favicon.ico). JSON errors like the function's."""
+    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.code, "invalid_request")
+    message = f"no such path: {flask.request.path}" if e.code == 404 else e.description
+    return with_headers(json_response({"error": {"code": code, "message": message}}, e.code or 400),
+                        flask.request.headers.get("Origin"))
+
+
+def security_headers(response: flask.Response) -> flask.Response:
+    for name, value in SECURITY_HEADERS.items():  # also on Flask's own redirects (// -> /)
+        response.headers.setdefault(name, value)
+    return response
+
+
+if flask.has_app_context():  # functions-framework runs this file inside its Flask app's context
+    flask.current_app.register_error_handler(HTTPException, flask_answer)
+    flask.current_app.after_request(security_headers)
+
+
 def route(request: flask.Request) -> flask.Response:
     path = request.path.strip("/")
     method = request.method
@@ -150,6 +180,8 @@ def error_response(e: errors.NSTError) -> flask.Response:
     response = json_response({"error": {"code": e.code, "message": str(e)}}, status)
     if getattr(e, "allow", None):
         response.headers["Allow"] = e.allow
+    if getattr(e, "retry_after", None):
+        response.headers["Retry-After"] = str(e.retry_after)
     if e.code == "body_too_large":
         # A body made of an iterator counts as streamed, so functions-framework does not read
         # (and buffer) the rest of the oversized request before answering.
@@ -185,10 +217,13 @@ def static_file(path: str) -> Path:
 
 def health() -> flask.Response:
     try:
+        if serve.draining():
+            raise serve.shutting_down()
         model = load_model()
-    except errors.WeightsError as e:
+    except errors.NSTError as e:  # weights missing or corrupt, or shutting down
         return json_response({"ready": False, "error": {"code": e.code, "message": str(e)}}, 503)
-    return json_response({"ready": True, "device": model.device, "weights": weights_info(model)})
+    return json_response({"ready": True, "device": model.device, "weights": weights_info(model),
+                          "load": ADMISSION.stats()})
 
 
 def weights_info(model) -> dict:
@@ -260,39 +295,74 @@ def parse_options(payload: dict, n_styles: int) -> Options:
 # --- stylizing ---------------------------------------------------------------
 
 def handle_stylize(request: flask.Request) -> flask.Response:
-    payload = read_json(request)
-    stream = payload.get("stream", False)
-    if not isinstance(stream, bool):
-        raise HTTPError("invalid_request", "stream must be true or false")
-    if "content_image" not in payload:
-        raise HTTPError("invalid_request", "content_image is missing")
-    content = decode_image(payload["content_image"], "content_image")
-    styles = style_images(payload)
-    options = parse_options(payload, len(styles))
-    model = load_model()
-    job = Job(content, styles, options, model)
-    if stream:
-        return flask.Response(job.stream(), mimetype="application/x-ndjson",
-                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    deadline = time.monotonic() + DEADLINE_S  # time spent waiting in line counts
+    ticket = ADMISSION.admit()  # 429 at once when the line is full, before reading the body
+    try:
+        payload = read_json(request)
+        stream = payload.get("stream", False)
+        if not isinstance(stream, bool):
+            raise HTTPError("invalid_request", "stream must be true or false")
+        if "content_image" not in payload:
+            raise HTTPError("invalid_request", "content_image is missing")
+        content = decode_image(payload["content_image"], "content_image")
+        styles = style_images(payload)
+        options = parse_options(payload, len(styles))
+        job = Job(content, styles, options, load_model(), ticket, deadline)
+        ticket.start(deadline)
+    except BaseException:
+        ticket.done()
+        raise
+    if stream:  # the job's thread gives the ticket back
+        return job.stream()
     return json_response(job.run())
 
 
-class Job:
-    """One stylization; `run` answers when done, `stream` reports progress as it goes."""
+class Stop(errors.Cancelled):
+    """Raised between steps to stop a job that ran out of time; answered with `error`."""
 
-    def __init__(self, content, styles, options: Options, model):
+    def __init__(self, error: errors.NSTError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class Job:
+    """One admitted stylization; `run` answers when done, `stream` reports progress as it goes.
+    Either gives the admission ticket back when the work stops."""
+
+    def __init__(self, content, styles, options: Options, model, ticket: serve.Ticket, deadline: float):
         self.content, self.styles, self.options, self.model = content, styles, options, model
+        self.ticket, self.deadline = ticket, deadline
         self.steps = 0
+
+    def check_time(self) -> None:
+        now = time.monotonic()
+        if now > self.deadline:
+            raise Stop(HTTPError("deadline_exceeded", f"the request ran past its deadline of {DEADLINE_S:g} s "
+                                 f"and was stopped after {self.steps} steps; ask for fewer steps or a smaller size"))
+        if now > serve.drain_deadline():
+            raise Stop(serve.shutting_down())
 
     def run(self, on_progress=None) -> dict:
         start = time.perf_counter()
 
         def progress(p: Progress):
             self.steps = p.step
+            self.check_time()
             if on_progress:
                 on_progress(p)
 
-        result = stylize(self.content, self.styles, self.options, model=self.model, on_progress=progress)
+        try:
+            result = stylize(self.content, self.styles, self.options, model=self.model, on_progress=progress)
+        except Stop as e:
+            raise e.error from None
+        except Exception as e:
+            if not serve.out_of_memory(e):
+                raise
+            log.warning("out of memory at size %d: %s", self.options.size, e)
+            raise HTTPError("out_of_memory", f"the server ran out of memory for an image of size {self.options.size}; "
+                            "ask for a smaller size, or try again later") from None
+        finally:
+            self.ticket.done()
         return {
             "image": base64.b64encode(images.encode(result, "PNG")).decode("ascii"),
             "width": int(result.shape[1]),
@@ -303,10 +373,10 @@ class Job:
             "options": self.options.to_dict(),
         }
 
-    def stream(self):
+    def stream(self) -> flask.Response:
         """NDJSON lines: progress reports, then one result or error. The work runs in a
-        thread; when the client goes away the generator is closed and the work stops at
-        its next progress report."""
+        thread; when the client goes away the answer is closed and the work stops at its
+        next progress report."""
         events: queue.Queue = queue.Queue()
         gone = threading.Event()
         last_preview = -math.inf
@@ -334,15 +404,26 @@ class Job:
                 log.exception("internal error while stylizing")
                 events.put({"type": "error", "error": {"code": "internal", "message": "internal error"}})
 
-        threading.Thread(target=work, name="neurastyle-job", daemon=True).start()
+        def lines():
+            try:
+                while True:
+                    event = events.get()
+                    yield json.dumps(event, allow_nan=False) + "\n"
+                    if event["type"] != "progress":
+                        return
+            finally:
+                gone.set()
+
+        # Started here, not in `lines`: an answer closed before it is read still ends the work.
         try:
-            while True:
-                event = events.get()
-                yield json.dumps(event, allow_nan=False) + "\n"
-                if event["type"] != "progress":
-                    return
-        finally:
-            gone.set()
+            threading.Thread(target=work, name="neurastyle-job", daemon=True).start()
+        except BaseException:
+            self.ticket.done()
+            raise
+        response = flask.Response(lines(), mimetype="application/x-ndjson",
+                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+        response.call_on_close(gone.set)
+        return response
 
 
 def preview_png(image) -> str:

@@ -26,7 +26,9 @@ if str(REPO_ROOT) not in sys.path:  # a checkout that did not `pip install -e .`
 
 # Settings of the function read when it is loaded; cleared so the tests see the defaults.
 FUNCTION_ENV = ("NEURASTYLE_CORS_ORIGINS", "NEURASTYLE_MAX_SIZE", "NEURASTYLE_MAX_STEPS",
-                "NEURASTYLE_MAX_PIXELS", "NEURASTYLE_MAX_BODY_BYTES", "NEURASTYLE_WEB_DIR")
+                "NEURASTYLE_MAX_PIXELS", "NEURASTYLE_MAX_BODY_BYTES", "NEURASTYLE_WEB_DIR",
+                "NEURASTYLE_MAX_CONCURRENT", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_DEADLINE_S",
+                "NEURASTYLE_DRAIN_S")
 
 
 def random_weights(arch: str = "vgg16", seed: int = 0):
@@ -124,9 +126,12 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`nst_jax.serve.serve` (gunicorn + functions-framework) in a child process."""
+    """`nst_jax.serve.serve` (gunicorn + functions-framework) in a child process.
+    With `expect_ready=False` any answer of /healthz will do (e.g. 503 without weights)."""
 
-    def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0):
+    def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0,
+                 expect_ready: bool = True):
+        self.expect_ready = expect_ready
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
@@ -150,11 +155,21 @@ class LiveServer:
                 with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
                     if r.status == 200:
                         return
+            except urllib.error.HTTPError:
+                if not self.expect_ready:
+                    return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
             time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
+
+    def worker_pid(self) -> int:
+        """The gunicorn worker process (the one that holds the model and answers requests)."""
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        if len(children) != 1:
+            raise RuntimeError(f"expected one gunicorn worker, found {children}")
+        return int(children[0])
 
     def log(self) -> str:
         self._log.flush()

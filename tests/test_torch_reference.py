@@ -17,6 +17,7 @@ torch = pytest.importorskip("torch")
 from benchmarks import torch_reference  # noqa: E402 -- needs torch
 
 OPTIONS = Options(size=64, style_weight=1e4, tv_weight=1e-2, lr=0.02)
+WEIGHTS = np.asarray([[OPTIONS.content_weight, OPTIONS.style_weight, OPTIONS.tv_weight]], np.float32)
 SHAPE = (48, 64)  # a multiple of 8, so make_targets does not resize the style
 
 
@@ -41,10 +42,9 @@ def test_loss_terms_and_input_gradient_match(setup):
     # saturated (flat) areas, whose equal activations tie in max-pooling, where the two libraries
     # may route the gradient to different (equally valid) inputs.
     image = 0.1 + 0.8 * gradient_image(*SHAPE, seed=4)
-    weights = jnp.asarray([[OPTIONS.content_weight, OPTIONS.style_weight, OPTIONS.tv_weight]])
     (loss, terms), grad = jax.value_and_grad(transfer.objective, has_aux=True)(
         jnp.asarray(image[None]), jax_model.net, jax_model.params, jax_model.input_scale,
-        jax_model.input_offset, targets, weights)
+        jax_model.input_offset, targets, jnp.asarray(WEIGHTS))
 
     x = torch_reference.to_nchw(image).requires_grad_(True)
     torch_loss, torch_terms = torch_run.objective(x)
@@ -60,8 +60,9 @@ def test_loss_terms_and_input_gradient_match(setup):
 def test_adam_steps_follow_the_same_trajectory(setup):
     jax_model, targets, torch_run, content = setup
     jax_losses = []
-    result = transfer.optimize(jax_model, jnp.asarray(content[None]), targets, OPTIONS, 5,
-                               lambda done, loss, image: jax_losses.append(loss))
+    result = transfer.optimize(jax_model, jnp.asarray(content[None]), targets, jnp.asarray(WEIGHTS),
+                               jnp.asarray([OPTIONS.lr], jnp.float32),
+                               5, lambda done, losses, image: jax_losses.append(float(losses[0])) or True)
     torch_run.reset()
     torch_losses = [torch_run.step() for _ in range(5)]
 

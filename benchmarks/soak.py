@@ -1,0 +1,267 @@
+"""Soak test of the HTTP server: N clients post small stylizations for a while; prints how
+many were served and refused, latencies, and the worker's resident memory over time.
+
+    python benchmarks/soak.py --duration 240 --concurrency 8            # starts its own server
+    python benchmarks/soak.py --url http://127.0.0.1:8080 --duration 60  # an existing one
+
+Every request must end in 200 with a decodable PNG, or 429/503 with Retry-After and a JSON
+error; anything else (a reset, a 5xx, a bad body) is counted as lost and fails the run
+(exit status 1). Loopback only: it is a test of this server, not of a network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import io
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def png_b64(seed: int, side: int = 40) -> str:
+    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """`nst_jax.serve.serve` in a child process on a free loopback port."""
+
+    def __init__(self, env: dict[str, str], log_path: Path):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        child_env = {**os.environ, **env,
+                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
+        self.log = open(log_path, "wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", f"from nst_jax.serve import serve; serve('127.0.0.1', {self.port})"],
+            cwd=REPO_ROOT, env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise SystemExit(f"server exited with {self.process.returncode}; see {log_path}")
+            try:
+                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.3)
+        self.stop()
+        raise SystemExit(f"server not ready after 180 s; see {log_path}")
+
+    def worker_pid(self) -> int:
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
+        return int(children[0])
+
+    def stop(self) -> int:
+        self.process.terminate()
+        try:
+            code = self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.log.close()
+        return code
+
+
+class Stats:
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.status = Counter()
+        self.latency_ok: list[float] = []
+        self.latency_refused: list[float] = []
+        self.lost: list[str] = []
+
+    def add(self, status: int, seconds: float, problem: str | None = None) -> None:
+        with self.lock:
+            if problem:
+                self.lost.append(problem)
+                self.status["lost"] += 1
+                return
+            self.status[status] += 1
+            (self.latency_ok if status == 200 else self.latency_refused).append(seconds)
+
+
+def check_answer(status: int, headers, data: bytes, stream: bool) -> str | None:
+    """None if the answer is one a client can rely on, else what is wrong with it."""
+    try:
+        if status == 200:
+            if stream:
+                last = json.loads(data.decode().strip().splitlines()[-1])
+                if last.get("type") != "result":
+                    return f"stream ended with {last}"
+                image = last["image"]
+            else:
+                image = json.loads(data)["image"]
+            Image.open(io.BytesIO(base64.b64decode(image))).load()
+            return None
+        if status in (429, 503):
+            if not headers.get("Retry-After"):
+                return f"{status} without Retry-After"
+            json.loads(data)["error"]["code"]
+            return None
+        return f"status {status}: {data[:200]!r}"
+    except (ValueError, KeyError, IndexError, OSError) as e:
+        return f"status {status}, bad body ({type(e).__name__}: {e})"
+
+
+def client(url: str, end: float, args, stats: Stats, index: int, limit: float = float("inf")) -> None:
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=args.timeout)
+    n = 0
+    while time.monotonic() < end and n < limit:
+        n += 1
+        stream = args.stream_every > 0 and n % args.stream_every == 0
+        body = json.dumps({
+            "content_image": png_b64(index * 100_000 + n),  # differs every time, same shape
+            "style_image": png_b64(10**9 + (0 if args.styles <= 1 else n % args.styles)),
+            "options": {"size": args.size, "steps": args.steps},
+            "stream": stream,
+        })
+        start = time.monotonic()
+        try:
+            conn.request("POST", parts.path.rstrip("/") + "/stylize", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            data = r.read()
+        except (OSError, http.client.HTTPException) as e:
+            stats.add(0, 0, f"{type(e).__name__}: {e}")
+            conn.close()
+            conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=args.timeout)
+            continue
+        seconds = time.monotonic() - start
+        stats.add(r.status, seconds, check_answer(r.status, r.headers, data, stream))
+        if r.status in (429, 503) and not args.hammer:
+            conn.close()  # an idle kept-alive connection would be closed by the server meanwhile
+            time.sleep(min(float(r.headers.get("Retry-After", 1)), max(0.0, end - time.monotonic())))
+    conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if len(values) > 1 else values[0]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", help="an existing server (default: start one on a free loopback port)")
+    p.add_argument("--duration", type=float, default=180, help="seconds of load (default 180)")
+    p.add_argument("--concurrency", type=int, default=8, help="clients at once (default 8)")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--styles", type=int, default=1, help="distinct style images to cycle (default 1)")
+    p.add_argument("--stream-every", type=int, default=3, help="every n-th request streams (0: never)")
+    p.add_argument("--hammer", action="store_true", help="retry at once after a refusal, ignoring Retry-After")
+    p.add_argument("--timeout", type=float, default=600, help="per-request socket timeout")
+    p.add_argument("--weights", help="weights for the server it starts (default: NEURASTYLE_WEIGHTS or the default)")
+    p.add_argument("--max-concurrent", type=int, default=1)
+    p.add_argument("--max-queue", type=int, default=4)
+    p.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
+    p.add_argument("--json", help="also write the figures to this file")
+    args = p.parse_args()
+
+    server = None
+    if args.url:
+        url, pid = args.url, None
+    else:
+        env = {"NEURASTYLE_MAX_CONCURRENT": str(args.max_concurrent), "NEURASTYLE_MAX_QUEUE": str(args.max_queue)}
+        if args.weights:
+            env["NEURASTYLE_WEIGHTS"] = args.weights
+        log_path = Path(tempfile.mkdtemp(prefix="neurastyle-soak-")) / "server.log"
+        server = Server(env, log_path)
+        url, pid = server.url, server.worker_pid()
+        print(f"server {url} (worker pid {pid}, log {log_path})", flush=True)
+
+    stats = Stats()
+    warm = Stats()  # one request first, so that compiling is not in the figures
+    client_args = argparse.Namespace(**{**vars(args), "stream_every": 0})
+    client(url, math.inf, client_args, warm, 999, limit=1)
+    if warm.status[200] != 1:
+        raise SystemExit(f"the warm-up request failed: {warm.status} {warm.lost}")
+    rss = [(0.0, rss_mb(pid))] if pid else []
+    start = time.monotonic()
+    end = start + args.duration
+    threads = [threading.Thread(target=client, args=(url, end, args, stats, i), daemon=True)
+               for i in range(args.concurrency)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < end:
+        time.sleep(min(args.sample_every, max(0.1, end - time.monotonic())))
+        if pid:
+            rss.append((time.monotonic() - start, rss_mb(pid)))
+            with stats.lock:
+                done = sum(stats.status.values())
+            print(f"  t={rss[-1][0]:6.0f} s  requests={done:6d}  rss={rss[-1][1]:7.1f} MB", flush=True)
+    for t in threads:
+        t.join()
+    elapsed = time.monotonic() - start
+    if pid:
+        rss.append((elapsed, rss_mb(pid)))
+    with urllib.request.urlopen(url + "/healthz", timeout=30) as r:
+        health = json.load(r)
+
+    served = stats.status[200]
+    refused = stats.status[429] + stats.status[503]
+    figures = {
+        "duration_s": round(elapsed, 1),
+        "concurrency": args.concurrency,
+        "max_concurrent": args.max_concurrent if server else None,
+        "max_queue": args.max_queue if server else None,
+        "size": args.size, "steps": args.steps,
+        "requests": sum(stats.status.values()),
+        "served_200": served,
+        "refused_429_503": refused,
+        "lost": stats.status["lost"],
+        "by_status": {str(k): v for k, v in sorted(stats.status.items(), key=str)},
+        "served_per_s": round(served / elapsed, 2),
+        "latency_200_s": {"p50": round(percentile(stats.latency_ok, 50), 3),
+                          "p95": round(percentile(stats.latency_ok, 95), 3),
+                          "max": round(max(stats.latency_ok, default=float("nan")), 3)},
+        "latency_refused_s": {"p50": round(percentile(stats.latency_refused, 50), 4),
+                              "p95": round(percentile(stats.latency_refused, 95), 4)},
+        "rss_mb": {"start": round(rss[0][1], 1), "end": round(rss[-1][1], 1),
+                   "max": round(max(v for _, v in rss), 1)} if rss else None,
+        "healthz_after": {"ready": health.get("ready"), "load": health.get("load")},
+    }
+    if server:
+        figures["server_exit_status"] = server.stop()
+    print(json.dumps(figures, indent=2))
+    if stats.lost:
+        print("lost:", *sorted(set(stats.lost))[:10], sep="\n  ", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps({**figures, "rss_samples": rss}, indent=2))
+    return 1 if stats.lost or health.get("ready") is not True else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
