@@ -37,12 +37,11 @@ COPY web/ web/
 RUN useradd --system --uid 10001 neurastyle
 USER neurastyle
 
-# functions-framework serves with gunicorn: 1 worker process (one model in memory),
-# 4 threads per CPU. It listens on $PORT (default 8080), as Cloud Run expects.
-ENV FUNCTION_TARGET=neurastyle \
-    FUNCTION_SOURCE=/app/functions/main.py \
-    PORT=8080
+# `nst-jax serve` is functions-framework's gunicorn server (1 worker process, so one model
+# in memory) with threads for every queued request and a drain on SIGTERM (functions/serving.py).
+# It listens on $PORT (default 8080), as Cloud Run expects.
+ENV PORT=8080
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=10s --start-period=60s \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=8)"
-CMD ["functions-framework"]
+CMD ["sh", "-c", "exec nst-jax serve --host 0.0.0.0 --port \"${PORT:-8080}\""]

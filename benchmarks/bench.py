@@ -110,7 +110,7 @@ def bench_size(model, size: int, args, content, style, log) -> dict:
     out = {"size": size, "shape": list(shape), "step_gflop": flops / 1e9,
            "jax_over_torch": common.paired_ratio(ms["jax"], ms["torch"])}
     for name in runs:
-        steady = statistics.median(ms[name])
+        steady = statistics.median(ms[name]["wall"])
         out[name] = {**common.summary(ms[name]), "first_call_overhead_s": first[name] - args.steps * steady / 1000,
                      "achieved_tflops": flops / (steady / 1000) / 1e12}
     log(f"{size} px {shape}: jax {out['jax']['median_ms']:.0f} ms, torch {out['torch']['median_ms']:.0f} ms, "
@@ -196,7 +196,7 @@ def memory(args, log) -> list[dict]:
     out = []
     for size in args.sizes:
         for framework in ("jax", "torch"):
-            r = common.run_child([__file__, "--child", framework, "--sizes", str(size), "--steps", "1", *passed])
+            r = common.run_child([os.path.abspath(__file__), "--child", framework, "--sizes", str(size), "--steps", "1", *passed])
             out.append({"framework": framework, "size": size,
                         **{k: v for k, v in r.items() if k != "spawned"}})
             log(f"memory {framework} {size} px: peak RSS {r['peak_rss_mb']:.0f} MB")
@@ -205,16 +205,18 @@ def memory(args, log) -> list[dict]:
 
 def markdown(results: dict) -> str:
     """The figures as Markdown tables."""
-    lines = ["| px | shape | JAX ms/step (median, min) | PyTorch ms/step (median, min) | JAX/PyTorch "
-             "| JAX compile s | PyTorch 1st-call s | JAX TFLOP/s | PyTorch TFLOP/s |", "|---" * 9 + "|"]
+    lines = ["| px | shape | JAX ms/step: median (min) | PyTorch ms/step: median (min) | JAX/PyTorch: paired "
+             "median; of minima | CPU ms/step JAX; PyTorch | JAX compile s | PyTorch 1st-call s | TFLOP/s JAX; PyTorch |",
+             "|---" * 9 + "|"]
     peak = results.get("peak")
     for r in results["sizes"]:
         j, t = r["jax"], r["torch"]
         tf = [f"{x['achieved_tflops']:.3f}" + (f" ({x['achieved_tflops'] / peak[0]:.0%})" if peak else "")
               for x in (j, t)]
         lines.append(f"| {r['size']} | {r['shape'][0]}x{r['shape'][1]} | {j['median_ms']:.0f} ({j['min_ms']:.0f}) "
-                     f"| {t['median_ms']:.0f} ({t['min_ms']:.0f}) | **{r['jax_over_torch']:.2f}** "
-                     f"| {j['first_call_overhead_s']:.1f} | {t['first_call_overhead_s']:.1f} | {tf[0]} | {tf[1]} |")
+                     f"| {t['median_ms']:.0f} ({t['min_ms']:.0f}) | **{r['jax_over_torch']:.2f}**; "
+                     f"{j['min_ms'] / t['min_ms']:.2f} | {j['median_cpu_ms']:.0f}; {t['median_cpu_ms']:.0f} "
+                     f"| {j['first_call_overhead_s']:.1f} | {t['first_call_overhead_s']:.1f} | {tf[0]}; {tf[1]} |")
     if peak:
         lines.append(f"\nPeak used: {peak[0]} TFLOP/s ({peak[1]}).")
     if "bfloat16" in results:

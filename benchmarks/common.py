@@ -74,6 +74,12 @@ def at_size(image: np.ndarray, longest: int) -> np.ndarray:
     return images.resize(image, *transfer.working_shape(*image.shape[:2], longest))
 
 
+def weights_and_lr(options: Options) -> tuple[jax.Array, jax.Array]:
+    """The (1, 3) [content, style, tv] loss weights and (1,) learning rate of one image."""
+    return (jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32),
+            jnp.asarray([options.lr], jnp.float32))
+
+
 class JaxStylizer:
     """NeuraStyle's own loop (`nst_jax.transfer.optimize`) on one content/style pair at one size."""
 
@@ -81,6 +87,7 @@ class JaxStylizer:
         self.model, self.options = model, options
         self.content = jnp.asarray(content[None], jnp.float32)
         self.targets = transfer.make_targets(model, self.content, [style], np.ones(1), max(content.shape[:2]))
+        self.loss_weights, self.lr = weights_and_lr(options)
         self.image = self.content
 
     def run(self, n_steps: int) -> float:
@@ -88,8 +95,8 @@ class JaxStylizer:
         start = jnp.array(self.content)  # a copy: the loop donates its input
         start.block_until_ready()
         t = time.perf_counter()
-        self.image = transfer.optimize(self.model, start, self.targets, self.options, n_steps,
-                                       lambda *_: None)
+        self.image = transfer.optimize(self.model, start, self.targets, self.loss_weights, self.lr, n_steps,
+                                       lambda *_: True)
         self.image.block_until_ready()
         return time.perf_counter() - t
 
@@ -97,24 +104,30 @@ class JaxStylizer:
         return np.asarray(self.image[0])
 
 
-def interleaved(runs: dict[str, Callable[[int], float]], steps: int, repeats: int) -> dict[str, list[float]]:
+def interleaved(runs: dict[str, Callable[[int], float]], steps: int, repeats: int) -> dict[str, dict]:
     """Time `steps` steps of each run per repeat, in turn, the order reversed every other repeat
-    so that neither side always goes first. Returns {name: [ms per step, one per repeat]}."""
-    out = {name: [] for name in runs}
+    so that neither side always goes first. Returns {name: {"wall": [ms per step, one per
+    repeat], "cpu": [CPU ms per step, all threads]}}. CPU time is steadier than wall time on a
+    shared machine, but counts threads spinning while they wait as work."""
+    out = {name: {"wall": [], "cpu": []} for name in runs}
     names = list(runs)
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
-            out[name].append(1000 * runs[name](steps) / steps)
+            cpu = time.process_time()
+            out[name]["wall"].append(1000 * runs[name](steps) / steps)
+            out[name]["cpu"].append(1000 * (time.process_time() - cpu) / steps)
     return out
 
 
-def summary(ms: list[float]) -> dict:
-    return {"median_ms": statistics.median(ms), "min_ms": min(ms), "samples_ms": [round(m, 2) for m in ms]}
+def summary(ms: dict) -> dict:
+    """Median and minimum of interleaved()'s samples of one run."""
+    return {"median_ms": statistics.median(ms["wall"]), "min_ms": min(ms["wall"]),
+            "median_cpu_ms": statistics.median(ms["cpu"]), "samples_ms": [round(m, 1) for m in ms["wall"]]}
 
 
-def paired_ratio(a: list[float], b: list[float]) -> float:
-    """Median over repeats of a/b, each pair timed back to back (robust to load drifting)."""
-    return statistics.median(x / y for x, y in zip(a, b))
+def paired_ratio(a: dict, b: dict) -> float:
+    """Median over repeats of a/b wall times, each pair timed back to back (robust to load drifting)."""
+    return statistics.median(x / y for x, y in zip(a["wall"], b["wall"]))
 
 
 def step_flops(arch: str, height: int, width: int, last: str = transfer.CONTENT_LAYER) -> float:

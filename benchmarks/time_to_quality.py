@@ -47,7 +47,7 @@ def adam_curve(model, content, style, options) -> tuple[list[tuple[float, float]
 
 def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[list[tuple[float, float]], int, np.ndarray]:
     """((seconds, loss) per iteration, loss evaluations in all, result) of L-BFGS from `content`."""
-    weights = jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32)
+    weights, _ = common.weights_and_lr(options)
     opt = optax.lbfgs()
 
     def loss(x, params, targets):
@@ -97,7 +97,7 @@ def plot(curves: dict, adam_final: float, title: str, path: Path) -> None:
 def loss_of(model, targets, options, shape: tuple[int, int], image: np.ndarray) -> float:
     """The weighted total loss of one (H, W, 3) result, resized to the working `shape`,
     against the full-size targets."""
-    weights = jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32)
+    weights, _ = common.weights_and_lr(options)
     total, _ = transfer.objective(jnp.asarray(images.resize(image, *shape)[None]), model.net, model.params, model.input_scale,
                                   model.input_offset, targets, weights)
     return float(total)

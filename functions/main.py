@@ -9,7 +9,7 @@ Thin glue between HTTP and `nst_jax`. functions-framework sends every path here:
   OPTIONS *                   CORS preflight
 
 Every failure is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status (table STATUS).
-Stylizations go through admission control (nst_jax.serve): a few run, a few wait, the rest
+Stylizations go through admission control (serving.py beside this file): a few run, a few wait, the rest
 get 429 with Retry-After; each has a deadline (504 past it, the work stopped).
 
 Environment:
@@ -20,7 +20,7 @@ Environment:
   NEURASTYLE_CORS_ORIGINS     comma-separated origins allowed to call the API, or "*"
   NEURASTYLE_WEB_DIR          folder of the web page (default: web/ beside or above this file)
   NEURASTYLE_MAX_CONCURRENT, NEURASTYLE_MAX_QUEUE, NEURASTYLE_DEADLINE_S, NEURASTYLE_DRAIN_S
-                              load and time limits, see nst_jax.serve (default 1, 8, 300 s, 30 s)
+                              load and time limits, see serving.py (default 1, 8, 300 s, 30 s)
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ HERE = Path(__file__).resolve().parent
 if importlib.util.find_spec("nst_jax") is None:  # a checkout that did not `pip install` the package
     sys.path.append(str(HERE.parent))
 
-from nst_jax import Limits, Options, Progress, errors, images, load_model, serve, stylize  # noqa: E402
+import serving  # noqa: E402  (beside this file; functions-framework puts this folder on sys.path)
+from nst_jax import Limits, Options, Progress, errors, images, load_model, stylize  # noqa: E402
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -72,8 +73,8 @@ CORS_ORIGINS = [o.strip() for o in os.environ.get("NEURASTYLE_CORS_ORIGINS", "")
 WEB_DIR = _web_dir()
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
-ADMISSION = serve.Admission.from_env()
-DEADLINE_S = serve.deadline_s()
+ADMISSION = serving.Admission.from_env()
+DEADLINE_S = serving.deadline_s()
 
 REQUEST_KEYS = {"content_image", "style_image", "style_images", "style_blend", "options", "stream"}
 STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
@@ -217,8 +218,8 @@ def static_file(path: str) -> Path:
 
 def health() -> flask.Response:
     try:
-        if serve.draining():
-            raise serve.shutting_down()
+        if serving.draining():
+            raise serving.shutting_down()
         model = load_model()
     except errors.NSTError as e:  # weights missing or corrupt, or shutting down
         return json_response({"ready": False, "error": {"code": e.code, "message": str(e)}}, 503)
@@ -329,7 +330,7 @@ class Job:
     """One admitted stylization; `run` answers when done, `stream` reports progress as it goes.
     Either gives the admission ticket back when the work stops."""
 
-    def __init__(self, content, styles, options: Options, model, ticket: serve.Ticket, deadline: float):
+    def __init__(self, content, styles, options: Options, model, ticket: serving.Ticket, deadline: float):
         self.content, self.styles, self.options, self.model = content, styles, options, model
         self.ticket, self.deadline = ticket, deadline
         self.steps = 0
@@ -339,8 +340,8 @@ class Job:
         if now > self.deadline:
             raise Stop(HTTPError("deadline_exceeded", f"the request ran past its deadline of {DEADLINE_S:g} s "
                                  f"and was stopped after {self.steps} steps; ask for fewer steps or a smaller size"))
-        if now > serve.drain_deadline():
-            raise Stop(serve.shutting_down())
+        if now > serving.drain_deadline():
+            raise Stop(serving.shutting_down())
 
     def run(self, on_progress=None) -> dict:
         start = time.perf_counter()
@@ -356,7 +357,7 @@ class Job:
         except Stop as e:
             raise e.error from None
         except Exception as e:
-            if not serve.out_of_memory(e):
+            if not serving.out_of_memory(e):
                 raise
             log.warning("out of memory at size %d: %s", self.options.size, e)
             raise HTTPError("out_of_memory", f"the server ran out of memory for an image of size {self.options.size}; "

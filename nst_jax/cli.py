@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -46,7 +47,7 @@ def _add_weights(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the HTTP function and the web page locally")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8080)), help="default: $PORT or 8080")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +95,20 @@ def run_weights(args) -> None:
     print(f"weights ready: {path}")
 
 
+def run_serve(args) -> None:
+    """Import the server from functions/ (it is HTTP, so it lives beside the function, not here)."""
+    candidates = [Path(os.environ["NEURASTYLE_FUNCTIONS_DIR"])] if os.environ.get("NEURASTYLE_FUNCTIONS_DIR") else [
+        Path(__file__).resolve().parent.parent / "functions", Path.cwd() / "functions"]
+    functions_dir = next((d for d in candidates if (d / "serving.py").is_file()), None)
+    if functions_dir is None:
+        raise NSTError(f"cannot find the HTTP function (looked in {', '.join(map(str, candidates))}); "
+                       "run from a checkout of the project or set NEURASTYLE_FUNCTIONS_DIR")
+    sys.path.insert(0, str(functions_dir))
+    import serving
+
+    serving.serve(args.host, args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -102,8 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "weights":
             run_weights(args)
         else:
-            from nst_jax.serve import serve
-            serve(args.host, args.port)
+            run_serve(args)
     except NSTError as e:
         print(f"nst-jax: error: {e}", file=sys.stderr)
         return 2

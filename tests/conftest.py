@@ -21,8 +21,9 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
-if str(REPO_ROOT) not in sys.path:  # a checkout that did not `pip install -e .`
-    sys.path.insert(0, str(REPO_ROOT))
+for folder in (REPO_ROOT, FUNCTION_SOURCE.parent):  # the package (if not installed) and functions/serving.py
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 # Settings of the function read when it is loaded; cleared so the tests see the defaults.
 FUNCTION_ENV = ("NEURASTYLE_CORS_ORIGINS", "NEURASTYLE_MAX_SIZE", "NEURASTYLE_MAX_STEPS",
@@ -126,7 +127,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`nst_jax.serve.serve` (gunicorn + functions-framework) in a child process.
+    """`nst-jax serve` (gunicorn + functions-framework, functions/serving.py) in a child process.
     With `expect_ready=False` any answer of /healthz will do (e.g. 503 without weights)."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0,
@@ -140,7 +141,7 @@ class LiveServer:
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
         self._log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"from nst_jax.serve import serve; serve('127.0.0.1', {self.port})"],
+            [sys.executable, "-m", "nst_jax", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO_ROOT, env=child_env, stdout=self._log, stderr=subprocess.STDOUT,
         )
         self._wait_ready(timeout)

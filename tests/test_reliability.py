@@ -21,7 +21,8 @@ import pytest
 from PIL import Image
 
 from conftest import LiveServer, load_function
-from nst_jax import Progress, errors, serve
+import serving
+from nst_jax import Progress, errors
 
 SMALL = {"size": 32, "steps": 1}
 
@@ -88,7 +89,7 @@ def function(weights_env, monkeypatch):
         app, module = load_function(**env)
         return app.test_client(), module
     yield load
-    serve.end_drain()
+    serving.end_drain()
 
 
 def in_threads(n: int, call) -> list[concurrent.futures.Future]:
@@ -109,9 +110,9 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
 # --- admission -----------------------------------------------------------------------
 
 def test_admission_runs_n_queues_q_and_refuses_the_rest():
-    a = serve.Admission(max_running=1, max_waiting=2)
+    a = serving.Admission(max_running=1, max_waiting=2)
     first, second, third = a.admit(), a.admit(), a.admit()
-    with pytest.raises(serve.Refused) as refused:
+    with pytest.raises(serving.Refused) as refused:
         a.admit()
     assert refused.value.code == "busy" and refused.value.retry_after >= 1
     first.start(time.monotonic() + 5)
@@ -138,7 +139,7 @@ def test_admission_runs_n_queues_q_and_refuses_the_rest():
 
 
 def test_admission_waiting_has_a_deadline_and_stops_when_draining():
-    a = serve.Admission(max_running=1, max_waiting=2)
+    a = serving.Admission(max_running=1, max_waiting=2)
     running = a.admit()
     running.start(time.monotonic() + 5)
     waiting = a.admit()
@@ -153,20 +154,20 @@ def test_admission_waiting_has_a_deadline_and_stops_when_draining():
     def wait():
         try:
             queued.start(time.monotonic() + 30)
-        except serve.Refused as e:
+        except serving.Refused as e:
             result["error"] = e
 
     t = threading.Thread(target=wait)
     t.start()
     wait_for(lambda: a.stats()["waiting"] == 1)
     try:
-        serve.begin_drain(10)
+        serving.begin_drain(10)
         t.join(5)
         assert result["error"].code == "shutting_down"
-        with pytest.raises(serve.Refused):
+        with pytest.raises(serving.Refused):
             a.admit()
     finally:
-        serve.end_drain()
+        serving.end_drain()
     queued.done()
     running.done()
     assert a.stats()["running"] == a.stats()["waiting"] == 0
@@ -272,10 +273,10 @@ def test_running_out_of_device_memory_is_503_and_serving_goes_on(function, monke
 def test_other_runtime_errors_are_not_taken_for_out_of_memory():
     from jax.errors import JaxRuntimeError
 
-    assert serve.out_of_memory(JaxRuntimeError(OOM))
-    assert serve.out_of_memory(MemoryError())
-    assert not serve.out_of_memory(JaxRuntimeError("INVALID_ARGUMENT: bad shape"))
-    assert not serve.out_of_memory(RuntimeError(OOM))  # not from XLA
+    assert serving.out_of_memory(JaxRuntimeError(OOM))
+    assert serving.out_of_memory(MemoryError())
+    assert not serving.out_of_memory(JaxRuntimeError("INVALID_ARGUMENT: bad shape"))
+    assert not serving.out_of_memory(RuntimeError(OOM))  # not from XLA
 
 
 def test_a_stream_whose_client_leaves_frees_its_slot(function, monkeypatch):
@@ -308,7 +309,7 @@ def test_draining_refuses_new_work_and_stops_running_work_at_its_end(function, m
     monkeypatch.setattr(module, "stylize", fake)
     running = in_threads(1, lambda: client.post("/stylize", json=body(steps=1000)))
     assert fake.started.acquire(timeout=10)
-    serve.begin_drain(0.5)
+    serving.begin_drain(0.5)
     r = client.post("/stylize", json=body())
     assert_error(r, 503, "shutting_down")
     assert r.headers["Retry-After"] == "1"
@@ -324,16 +325,16 @@ def test_the_server_has_a_thread_for_every_admitted_request(monkeypatch):
     monkeypatch.delenv("THREADS", raising=False)
     monkeypatch.setenv("NEURASTYLE_MAX_CONCURRENT", "2")
     monkeypatch.setenv("NEURASTYLE_MAX_QUEUE", "30")
-    assert serve.threads() >= 2 + 30 + 2
+    assert serving.threads() >= 2 + 30 + 2
     monkeypatch.setenv("THREADS", "5")
-    assert serve.threads() == 5
+    assert serving.threads() == 5
 
 
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf"])
 def test_bad_settings_are_refused_when_loading(monkeypatch, value):
     monkeypatch.setenv("NEURASTYLE_DEADLINE_S", value)
     with pytest.raises(errors.NSTError, match="NEURASTYLE_DEADLINE_S"):
-        serve.deadline_s()
+        serving.deadline_s()
 
 
 # --- real servers --------------------------------------------------------------------------

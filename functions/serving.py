@@ -1,5 +1,5 @@
-"""Serving machinery for the HTTP function (functions/main.py, target ``neurastyle``):
-admission control, request deadlines, graceful shutdown, and `nst-jax serve`.
+"""Serving machinery for the HTTP function (main.py beside this file, target ``neurastyle``):
+admission control, request deadlines, graceful shutdown, and the server `nst-jax serve` runs.
 
 `serve` runs the function the way functions-framework does in production (gunicorn, one
 worker process, so the model is loaded once and shared, threads for concurrent requests),
@@ -197,21 +197,6 @@ def out_of_memory(e: BaseException) -> bool:
 
 # --- the server ------------------------------------------------------------------
 
-def function_source() -> Path:
-    """functions/main.py: $NEURASTYLE_FUNCTION_SOURCE, else beside this package in a checkout,
-    else under the current directory."""
-    if os.environ.get("NEURASTYLE_FUNCTION_SOURCE"):
-        candidates = [Path(os.environ["NEURASTYLE_FUNCTION_SOURCE"])]
-    else:
-        candidates = [Path(__file__).resolve().parent.parent / "functions" / "main.py",
-                      Path.cwd() / "functions" / "main.py"]
-    for path in candidates:
-        if path.is_file():
-            return path
-    raise NSTError(f"cannot find the HTTP function source (looked for {', '.join(map(str, candidates))}); "
-                   "run from a checkout of the project or set NEURASTYLE_FUNCTION_SOURCE")
-
-
 def threads() -> int:
     """gunicorn threads: functions-framework's 4 per CPU, but at least one per admitted
     request plus a few for /healthz and refusals, which must not wait behind queued jobs."""
@@ -261,7 +246,7 @@ def serve(host: str = "127.0.0.1", port: int = 8080, debug: bool = False) -> Non
     import functions_framework
     from functions_framework._http import create_server  # what `functions-framework` itself uses
 
-    app = functions_framework.create_app(target=TARGET, source=str(function_source()))
+    app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
     options = {} if debug else {
         "threads": threads(),
