@@ -10,7 +10,8 @@ Thin glue between HTTP and `nst_jax`. functions-framework sends every path here:
 
 Every failure is JSON ``{"error": {"code", "message"}}`` with a 4xx/5xx status (table STATUS).
 Stylizations go through admission control (serving.py beside this file): a few run, a few wait, the rest
-get 429 with Retry-After; each has a deadline (504 past it, the work stopped).
+get 429 with Retry-After; each has a deadline (504 past it, the work stopped). Waiting requests of one
+size bucket (`nst_jax.transfer.batch_key`) are run together, as one batch of `stylize_batch`.
 
 Environment:
   NEURASTYLE_WEIGHTS          weights file (default: nst_jax.weights.default_path())
@@ -19,8 +20,8 @@ Environment:
   NEURASTYLE_MAX_BODY_BYTES   largest request body (default 30e6)
   NEURASTYLE_CORS_ORIGINS     comma-separated origins allowed to call the API, or "*"
   NEURASTYLE_WEB_DIR          folder of the web page (default: web/ beside or above this file)
-  NEURASTYLE_MAX_CONCURRENT, NEURASTYLE_MAX_QUEUE, NEURASTYLE_DEADLINE_S, NEURASTYLE_DRAIN_S
-                              load and time limits, see serving.py (default 1, 8, 300 s, 30 s)
+  NEURASTYLE_MAX_CONCURRENT, NEURASTYLE_MAX_QUEUE, NEURASTYLE_MAX_BATCH, NEURASTYLE_DEADLINE_S,
+  NEURASTYLE_DRAIN_S          load and time limits, see serving.py (default 1, 8, 4, 300 s, 30 s)
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ if importlib.util.find_spec("nst_jax") is None:  # a checkout that did not `pip 
     sys.path.append(str(HERE.parent))
 
 import serving  # noqa: E402  (beside this file; functions-framework puts this folder on sys.path)
-from nst_jax import Limits, Options, Progress, errors, images, load_model, stylize  # noqa: E402
+from nst_jax import Limits, Options, Progress, errors, images, load_model, transfer  # noqa: E402
+from nst_jax.transfer import stylize_batch  # noqa: E402
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -308,14 +310,21 @@ def handle_stylize(request: flask.Request) -> flask.Response:
         content = decode_image(payload["content_image"], "content_image")
         styles = style_images(payload)
         options = parse_options(payload, len(styles))
-        job = Job(content, styles, options, load_model(), ticket, deadline)
-        ticket.start(deadline)
+        job = Job(content, styles, options, load_model(), ticket, deadline, stream)
+        ticket.start(deadline, job, job.key())  # may join the batch of a request ahead in line
     except BaseException:
         ticket.done()
         raise
     if stream:  # the job's thread gives the ticket back
         return job.stream()
     return json_response(job.run())
+
+
+def run_batch(jobs: list[Job]) -> list:
+    """serving's batch runner: the requests' outcomes, an image or the exception that stopped one."""
+    if len(jobs) > 1:
+        log.info("running %d requests as one batch", len(jobs))
+    return stylize_batch([job.work for job in jobs], jobs[0].model)
 
 
 class Stop(errors.Cancelled):
@@ -328,12 +337,21 @@ class Stop(errors.Cancelled):
 
 class Job:
     """One admitted stylization; `run` answers when done, `stream` reports progress as it goes.
-    Either gives the admission ticket back when the work stops."""
+    Either gives the admission ticket back when the work stops. The work itself (`work`, a
+    `transfer.Job`) may run in a batch with other requests; its progress is this request's own."""
 
-    def __init__(self, content, styles, options: Options, model, ticket: serving.Ticket, deadline: float):
-        self.content, self.styles, self.options, self.model = content, styles, options, model
-        self.ticket, self.deadline = ticket, deadline
+    def __init__(self, content, styles, options: Options, model, ticket: serving.Ticket, deadline: float,
+                 stream: bool = False):
+        self.options, self.model, self.ticket, self.deadline = options, model, ticket, deadline
         self.steps = 0
+        self.work = transfer.Job(content, styles, options, self.progress)
+        self.events: queue.Queue | None = queue.Queue() if stream else None  # NDJSON lines to send
+        self.gone = threading.Event()  # the streaming client went away
+        self.last_preview = -math.inf
+
+    def key(self):
+        """Requests with equal keys may run in one batch: same model, shapes and steps."""
+        return self.model, transfer.batch_key(self.work)
 
     def check_time(self) -> None:
         now = time.monotonic()
@@ -343,31 +361,40 @@ class Job:
         if now > serving.drain_deadline():
             raise Stop(serving.shutting_down())
 
-    def run(self, on_progress=None) -> dict:
+    def progress(self, p: Progress) -> None:
+        """The work's progress callback; raising stops this request's work only."""
+        self.steps = p.step
+        self.check_time()
+        if self.events is None:
+            return
+        if self.gone.is_set():
+            raise errors.Cancelled()
+        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
+                 "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
+        now = time.monotonic()
+        if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
+            self.last_preview = now
+            event["preview"] = preview_png(p.preview)
+        self.events.put(event)
+
+    def run(self) -> dict:
         start = time.perf_counter()
-
-        def progress(p: Progress):
-            self.steps = p.step
-            self.check_time()
-            if on_progress:
-                on_progress(p)
-
         try:
-            result = stylize(self.content, self.styles, self.options, model=self.model, on_progress=progress)
-        except Stop as e:
-            raise e.error from None
-        except Exception as e:
-            if not serving.out_of_memory(e):
-                raise
-            log.warning("out of memory at size %d: %s", self.options.size, e)
-            raise HTTPError("out_of_memory", f"the server ran out of memory for an image of size {self.options.size}; "
-                            "ask for a smaller size, or try again later") from None
+            outcome = self.ticket.run(run_batch)
         finally:
             self.ticket.done()
+        if isinstance(outcome, Stop):
+            raise outcome.error from None
+        if isinstance(outcome, BaseException):
+            if not serving.out_of_memory(outcome):
+                raise outcome
+            log.warning("out of memory at size %d: %s", self.options.size, outcome)
+            raise HTTPError("out_of_memory", f"the server ran out of memory for an image of size {self.options.size}; "
+                            "ask for a smaller size, or try again later") from None
         return {
-            "image": base64.b64encode(images.encode(result, "PNG")).decode("ascii"),
-            "width": int(result.shape[1]),
-            "height": int(result.shape[0]),
+            "image": base64.b64encode(images.encode(outcome, "PNG")).decode("ascii"),
+            "width": int(outcome.shape[1]),
+            "height": int(outcome.shape[0]),
             "steps": self.steps,
             "elapsed_s": round(time.perf_counter() - start, 3),
             "weights": weights_info(self.model),
@@ -378,25 +405,11 @@ class Job:
         """NDJSON lines: progress reports, then one result or error. The work runs in a
         thread; when the client goes away the answer is closed and the work stops at its
         next progress report."""
-        events: queue.Queue = queue.Queue()
-        gone = threading.Event()
-        last_preview = -math.inf
-
-        def on_progress(p: Progress):
-            nonlocal last_preview
-            if gone.is_set():
-                raise errors.Cancelled()
-            event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
-                     "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
-            now = time.monotonic()
-            if p.preview is not None and (now - last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
-                last_preview = now
-                event["preview"] = preview_png(p.preview)
-            events.put(event)
+        events = self.events
 
         def work():
             try:
-                events.put({"type": "result", **self.run(on_progress)})
+                events.put({"type": "result", **self.run()})
             except errors.Cancelled:
                 log.info("client went away; stopped after %d of the steps", self.steps)
             except errors.NSTError as e:
@@ -413,7 +426,7 @@ class Job:
                     if event["type"] != "progress":
                         return
             finally:
-                gone.set()
+                self.gone.set()
 
         # Started here, not in `lines`: an answer closed before it is read still ends the work.
         try:
@@ -423,7 +436,7 @@ class Job:
             raise
         response = flask.Response(lines(), mimetype="application/x-ndjson",
                                   headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
-        response.call_on_close(gone.set)
+        response.call_on_close(self.gone.set)
         return response
 
 

@@ -29,7 +29,7 @@ for folder in (REPO_ROOT, FUNCTION_SOURCE.parent):  # the package (if not instal
 FUNCTION_ENV = ("NEURASTYLE_CORS_ORIGINS", "NEURASTYLE_MAX_SIZE", "NEURASTYLE_MAX_STEPS",
                 "NEURASTYLE_MAX_PIXELS", "NEURASTYLE_MAX_BODY_BYTES", "NEURASTYLE_WEB_DIR",
                 "NEURASTYLE_MAX_CONCURRENT", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_DEADLINE_S",
-                "NEURASTYLE_DRAIN_S")
+                "NEURASTYLE_DRAIN_S", "NEURASTYLE_MAX_BATCH")
 
 
 def random_weights(arch: str = "vgg16", seed: int = 0):
@@ -53,6 +53,25 @@ def make_random_weights(path: Path, arch: str = "vgg16", seed: int = 0) -> Path:
     from nst_jax import weights
 
     return weights.save(random_weights(arch, seed), path)
+
+
+def per_job(fn, fails_batch: type[BaseException] | tuple[type[BaseException], ...] = ()):
+    """A fake `stylize_batch(jobs, model=None)` made of a per-job fake
+    `fn(content, styles, options, model=None, on_progress=None)`, run for each job in turn.
+    A job's outcome is what `fn` returns for it, or the exception it raises (stopping that job
+    alone), except exceptions of the `fails_batch` types (e.g. out of memory), which fail the
+    whole call as they would a real batch."""
+    def stylize_batch(jobs, model=None):
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(fn(job.content, job.styles, job.options, model=model, on_progress=job.on_progress))
+            except fails_batch:
+                raise
+            except Exception as e:  # noqa: BLE001  (the job's outcome, as stylize_batch gives it)
+                outcomes.append(e)
+        return outcomes
+    return stylize_batch
 
 
 def gradient_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -108,7 +127,7 @@ def client(function_app, weights_env):
 
 @pytest.fixture
 def function_module(function_app, weights_env):
-    """The loaded functions/main.py behind `client` (to monkeypatch its `stylize`)."""
+    """The loaded functions/main.py behind `client` (to monkeypatch its `stylize_batch`)."""
     return function_app[1]
 
 

@@ -3,7 +3,7 @@ request bodies and paths through the HTTP function in-process, and image bytes s
 into `nst_jax.images.decode`. Whatever arrives, the answer is never a 5xx or a traceback:
 a 4xx is JSON with an error code, a 200 is a result.
 
-The request fuzz stands a fast fake in for `stylize` (it is about parsing, not painting);
+The request fuzz stands a fast fake in for `stylize_batch` (it is about parsing, not painting);
 a handful of decodable odd images also go through the real thing at 32 px, 1 step.
 Also here: no code that a request or a weights file reaches can unpickle."""
 
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FUNCTION_SOURCE, REPO_ROOT, load_function
+from conftest import FUNCTION_SOURCE, REPO_ROOT, load_function, per_job
 from nst_jax import errors, images
 
 BUDGET_S = 45.0  # per fuzz test: examples after this pass without running (bounded CI time)
@@ -182,8 +182,8 @@ def fuzz_function(random_weights_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NEURASTYLE_WEIGHTS", str(random_weights_path))
         app, module = load_function(NEURASTYLE_MAX_PIXELS=MAX_PIXELS)
-        real = module.stylize
-        mp.setattr(module, "stylize", fake_stylize)
+        real = module.stylize_batch
+        mp.setattr(module, "stylize_batch", per_job(fake_stylize))
         yield app.test_client(), module, real
 
 
@@ -322,7 +322,7 @@ def test_fuzz_decodable_odd_images_through_the_real_stylize(fuzz_function):
             budget.note(check_answer(r))
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "stylize", real)
+        mp.setattr(module, "stylize_batch", real)
         post()
     print(budget.report())
     assert budget.ran >= 5

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_jax import Options, errors
+from conftest import per_job
+from nst_jax import Options, errors, stylize
 
 SMALL = {"size": 32, "steps": 2}  # every square image below works at 32x32: one compiled shape
 
@@ -160,7 +161,7 @@ def test_stream_reports_progress_then_the_result(client):
 def test_stream_reports_an_error_in_band(client, function_module, monkeypatch):
     def failing(*args, **kwargs):
         raise errors.ImageError("style is a blank canvas")
-    monkeypatch.setattr(function_module, "stylize", failing)
+    monkeypatch.setattr(function_module, "stylize_batch", per_job(failing))
     lines = ndjson(client.post("/stylize", json={**body(), "stream": True}))
     assert lines == [{"type": "error", "error": {"code": "invalid_image", "message": "style is a blank canvas"}}]
 
@@ -168,16 +169,17 @@ def test_stream_reports_an_error_in_band(client, function_module, monkeypatch):
 def test_stream_hides_internal_errors(client, function_module, monkeypatch, caplog):
     def failing(*args, **kwargs):
         raise RuntimeError("secret detail")
-    monkeypatch.setattr(function_module, "stylize", failing)
+    monkeypatch.setattr(function_module, "stylize_batch", per_job(failing))
     r = client.post("/stylize", json={**body(), "stream": True})
     assert ndjson(r) == [{"type": "error", "error": {"code": "internal", "message": "internal error"}}]
     assert "secret detail" in caplog.text  # logged on the server only
 
 
 def spy_on_stylize(module, monkeypatch):
-    """Wrap the function's `stylize`: record the last step reported and how the run ended."""
+    """Stand in for the function's `stylize_batch`, each job run by the real `stylize`:
+    record the last step reported and how the run ended."""
     record = {"step": 0, "error": None, "done": threading.Event()}
-    real = module.stylize
+    real = stylize
 
     def spy(*args, on_progress, **kwargs):
         def counting(p):
@@ -191,7 +193,7 @@ def spy_on_stylize(module, monkeypatch):
         finally:
             record["done"].set()
 
-    monkeypatch.setattr(module, "stylize", spy)
+    monkeypatch.setattr(module, "stylize_batch", per_job(spy))
     return record
 
 
@@ -381,7 +383,7 @@ def test_corrupt_weights_are_503(make_client, tmp_path, monkeypatch):
 def test_unexpected_errors_are_500_without_details(client, function_module, monkeypatch, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail")
-    monkeypatch.setattr(function_module, "stylize", broken)
+    monkeypatch.setattr(function_module, "stylize_batch", per_job(broken))
     r = client.post("/stylize", json=body())
     assert r.status_code == 500
     assert r.get_json() == {"error": {"code": "internal", "message": "internal error"}}

@@ -2,13 +2,14 @@
 (504), out-of-memory (503), client disconnects, graceful shutdown on SIGTERM, faulty weights,
 bounded memory, and a small load test against a real server.
 
-The in-process tests use a fake `stylize` where timing matters; the `slow` ones start real
+The in-process tests use a fake `stylize_batch` where timing matters; the `slow` ones start real
 gunicorn servers on 127.0.0.1 and run real (tiny) stylizations."""
 
 from __future__ import annotations
 
 import base64
 import concurrent.futures
+import dataclasses
 import io
 import json
 import signal
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import LiveServer, load_function
+from conftest import LiveServer, load_function, per_job
 import serving
 from nst_jax import Progress, errors
 
@@ -57,7 +58,7 @@ def ndjson(response) -> list[dict]:
 
 
 class FakeStylize:
-    """Stands in for `stylize`: reports `options.steps` steps, `step_s` apart, unless `gate`
+    """Stands in for `stylize` (as `per_job(fake)` for `stylize_batch`): reports `options.steps` steps, `step_s` apart, unless `gate`
     holds it before the first one. Records how the run ended."""
 
     def __init__(self, step_s: float = 0.01):
@@ -128,7 +129,8 @@ def test_admission_runs_n_queues_q_and_refuses_the_rest():
     wait_for(lambda: a.stats()["waiting"] == 1)
     threads[1].start()
     wait_for(lambda: a.stats()["waiting"] == 2)
-    assert a.stats() == {"running": 1, "waiting": 2, "max_running": 1, "max_waiting": 2}
+    assert a.stats() == {"running": 1, "running_jobs": 1, "waiting": 2, "max_running": 1, "max_waiting": 2,
+                         "max_batch": 1}
     first.done()
     first.done()  # idempotent
     for t in threads:
@@ -173,11 +175,66 @@ def test_admission_waiting_has_a_deadline_and_stops_when_draining():
     assert a.stats()["running"] == a.stats()["waiting"] == 0
 
 
+def test_admission_batches_waiting_tickets_of_one_key():
+    a = serving.Admission(max_running=1, max_waiting=5, max_batch=3)
+    holder = a.admit()
+    holder.start(time.monotonic() + 5, "h", key="k")
+    outcomes = {}
+
+    def go(job, key):
+        ticket = a.admit()
+        def wait():
+            try:
+                ticket.start(time.monotonic() + 10, job, key)
+                outcomes[job] = (ticket.batch_size, ticket.run(lambda jobs: [j.upper() for j in jobs]))
+            finally:
+                ticket.done()
+        t = threading.Thread(target=wait)
+        t.start()
+        wait_for(lambda: job in [w.job for w in a._line], what=f"{job} in line")
+        return t
+
+    threads = [go(job, key) for job, key in (("a", "k"), ("b", "other"), ("c", "k"), ("d", "k"), ("e", None))]
+    assert a.stats()["waiting"] == 5
+    assert holder.run(lambda jobs: ["H"]) == "H"
+    holder.done()
+    for t in threads:
+        t.join(10)
+    assert outcomes == {"a": (3, "A"), "c": (3, "C"), "d": (3, "D"), "b": (1, "B"), "e": (1, "E")}
+    assert a.stats()["running"] == a.stats()["running_jobs"] == a.stats()["waiting"] == 0
+    assert a._admitted == 0
+
+    # a leader that gives its ticket back without running its batch fails the batch's members
+    holder = a.admit()
+    holder.start(time.monotonic() + 5)
+    leader, member = a.admit(), a.admit()
+    result = {}
+
+    def member_waits():
+        member.start(time.monotonic() + 10, "m", key="k")
+        result["outcome"] = member.run(lambda jobs: ["never"] * len(jobs))
+        member.done()
+
+    starts = [threading.Thread(target=leader.start, args=(time.monotonic() + 10, "l", "k")),
+              threading.Thread(target=member_waits)]
+    starts[0].start()
+    wait_for(lambda: a.stats()["waiting"] == 1)
+    starts[1].start()
+    wait_for(lambda: a.stats()["waiting"] == 2)
+    holder.done()  # never ran: its slot is given back all the same
+    starts[0].join(10)
+    assert leader.batch_size == 2
+    leader.done()
+    starts[1].join(10)
+    assert isinstance(result["outcome"], RuntimeError)
+    assert a.stats()["running"] == a.stats()["running_jobs"] == 0 and a._admitted == 0
+
+
 def test_a_full_line_is_429_busy_with_retry_after(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_CONCURRENT=1, NEURASTYLE_MAX_QUEUE=1)
     fake = FakeStylize()
     fake.gate.clear()
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     running = in_threads(1, lambda: client.post("/stylize", json=body()))
     assert fake.started.acquire(timeout=10)
     waiting = in_threads(1, lambda: client.post("/stylize", json=body(stream=True)))
@@ -197,11 +254,215 @@ def test_a_full_line_is_429_busy_with_retry_after(function, monkeypatch):
 
 def test_bad_requests_give_their_place_back(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_CONCURRENT=1, NEURASTYLE_MAX_QUEUE=0)
-    monkeypatch.setattr(module, "stylize", FakeStylize())
+    monkeypatch.setattr(module, "stylize_batch", per_job(FakeStylize()))
     for bad in (b"{", json.dumps({**body(), "content_image": "!!"}).encode(),
                 json.dumps(body(size=1)).encode()):
         assert client.post("/stylize", data=bad, content_type="application/json").status_code == 400
     assert client.post("/stylize", json=body()).status_code == 200
+
+
+# --- batching ---------------------------------------------------------------------------
+
+class BatchSpy:
+    """Wraps a `stylize_batch` (real or fake): records the options of each call's jobs and their
+    outcomes. The first call waits for `first` (so a request holds the slot while others queue
+    up); while `resume` is clear, every job's reports from step 2 on wait for it."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.calls: list[list] = []  # per call, the jobs' options
+        self.outcomes: list[list] = []
+        self.started = threading.Semaphore(0)
+        self.first = threading.Event()
+        self.resume = threading.Event()
+        self.resume.set()
+
+    def __call__(self, jobs, model=None):
+        call = len(self.calls)
+        self.calls.append([job.options for job in jobs])
+        self.started.release()
+        if call == 0:
+            assert self.first.wait(30)
+
+        def held(job):
+            def on_progress(p):
+                if p.step >= 2:
+                    self.resume.wait(30)
+                job.on_progress(p)
+            return dataclasses.replace(job, on_progress=on_progress)
+
+        outcomes = self.inner([held(job) for job in jobs], model)
+        self.outcomes.append(outcomes)
+        return outcomes
+
+    @property
+    def sizes(self) -> list[int]:
+        return [len(c) for c in self.calls]
+
+
+def queue_up(client, module, bodies) -> list[concurrent.futures.Future]:
+    """Post `bodies` one after the other, each once the one before is waiting in line."""
+    futures = []
+    for b in bodies:
+        waiting = module.ADMISSION.stats()["waiting"]
+        futures += in_threads(1, lambda b=b: client.post("/stylize", json=b, buffered=not b["stream"]))
+        wait_for(lambda: module.ADMISSION.stats()["waiting"] == waiting + 1, what="a request in line")
+    return futures
+
+
+def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(function, monkeypatch):
+    client, module = function(NEURASTYLE_MAX_BATCH=4)
+    spy = BatchSpy(module.stylize_batch)  # the real one
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=30)
+    # one size bucket (32 x 32 working shape), three output shapes; different seeds too
+    sizes = [(40, 36), (40, 30), (30, 40)]  # PIL (width, height)
+    queued = queue_up(client, module, [body(content=png(size=size, seed=i), seed=i, steps=2)
+                                       for i, size in enumerate(sizes)])
+    assert client.get("/healthz").get_json()["load"]["max_batch"] == 4
+    spy.first.set()
+    assert first[0].result(60).status_code == 200
+    answers = [f.result(120) for f in queued]
+    assert spy.sizes == [1, 3]  # the three that waited ran together
+    assert [o.seed for o in spy.calls[1]] == [0, 1, 2]  # in the order they came
+    expected = [(32, 29), (32, 24), (24, 32)]
+    for r, (width, height) in zip(answers, expected):
+        assert r.status_code == 200, r.data
+        out = r.get_json()
+        assert (out["width"], out["height"]) == (width, height) and out["steps"] == 2
+        image = Image.open(io.BytesIO(base64.b64decode(out["image"])))
+        assert image.size == (width, height)
+    for outcome, (width, height) in zip(spy.outcomes[1], expected):
+        assert isinstance(outcome, np.ndarray) and outcome.shape == (height, width, 3)
+    assert module.ADMISSION.stats()["running"] == module.ADMISSION.stats()["running_jobs"] == 0
+
+
+def test_incompatible_requests_are_not_batched_together(function, monkeypatch):
+    client, module = function(NEURASTYLE_MAX_BATCH=4)
+    spy = BatchSpy(per_job(FakeStylize()))
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=10)
+    queued = queue_up(client, module, [body(size=32), body(size=64), body(size=32), body(size=32, steps=2)])
+    spy.first.set()
+    assert first[0].result(30).status_code == 200
+    assert all(f.result(30).status_code == 200 for f in queued)
+    # the two 32 px, 1 step requests together; the 64 px one and the 2-step one each alone, in order
+    assert [[(o.size, o.steps) for o in call] for call in spy.calls] == [
+        [(32, 1)], [(32, 1), (32, 1)], [(64, 1)], [(32, 2)]]
+    assert module.ADMISSION.stats()["running"] == 0
+
+
+def test_in_a_batch_a_client_that_leaves_stops_only_its_own_job(function, monkeypatch):
+    client, module = function(NEURASTYLE_MAX_BATCH=4)
+    spy = BatchSpy(module.stylize_batch)  # the real one
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=30)
+    spy.resume.clear()  # the batch will pause at step 2
+    leaving, streaming, plain = queue_up(client, module, [
+        body(stream=True, steps=20, content=png(seed=1)),  # the head of the line: it runs the batch
+        body(stream=True, steps=20, content=png(seed=2)),
+        body(steps=20, content=png(seed=3)),
+    ])
+    spy.first.set()
+    assert first[0].result(60).status_code == 200
+    r = leaving.result(60)
+    assert json.loads(next(iter(r.response)))["type"] == "progress"
+    stats = module.ADMISSION.stats()
+    assert stats["running"] == 1 and stats["running_jobs"] == 3  # one slot, three requests
+    r.close()  # the connection drops
+    spy.resume.set()
+    lines = ndjson(streaming.result(120))
+    assert lines[-1]["type"] == "result" and lines[-1]["steps"] == 20
+    assert [line["step"] for line in lines[:-1]] == list(range(1, 21))  # its own progress, all of it
+    done = plain.result(120)
+    assert done.status_code == 200 and done.get_json()["steps"] == 20
+    assert spy.sizes == [1, 3]
+    left, *others = spy.outcomes[1]
+    assert isinstance(left, errors.Cancelled)
+    assert all(isinstance(o, np.ndarray) for o in others)
+    assert module.ADMISSION.stats()["running"] == module.ADMISSION.stats()["running_jobs"] == 0
+
+
+def test_max_batch_1_runs_one_request_at_a_time(function, monkeypatch):
+    client, module = function(NEURASTYLE_MAX_BATCH=1)
+    spy = BatchSpy(per_job(FakeStylize()))
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=10)
+    queued = queue_up(client, module, [body(), body(stream=True), body()])
+    assert client.get("/healthz").get_json()["load"]["max_batch"] == 1
+    spy.first.set()
+    assert first[0].result(30).status_code == 200
+    assert [f.result(30).status_code for f in queued] == [200] * 3
+    assert spy.sizes == [1, 1, 1, 1]
+
+
+def test_a_failed_batch_fails_every_request_in_it(function, monkeypatch):
+    from jax.errors import JaxRuntimeError
+
+    client, module = function(NEURASTYLE_MAX_BATCH=4)
+    fake = FakeStylize()
+
+    def oom_in_batches(content, styles, options, model=None, on_progress=None):
+        if options.seed == 1:
+            raise JaxRuntimeError(OOM)
+        return fake(content, styles, options, model, on_progress)
+
+    spy = BatchSpy(per_job(oom_in_batches, fails_batch=JaxRuntimeError))
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=10)
+    queued = queue_up(client, module, [body(seed=0), body(stream=True, seed=1), body(seed=2)])
+    spy.first.set()
+    assert first[0].result(30).status_code == 200
+    assert_error(queued[0].result(30), 503, "out_of_memory")
+    assert ndjson(queued[1].result(30))[-1]["error"]["code"] == "out_of_memory"
+    assert_error(queued[2].result(30), 503, "out_of_memory")
+    assert spy.sizes == [1, 3]
+    assert module.ADMISSION.stats()["running"] == 0
+    assert client.post("/stylize", json=body()).status_code == 200
+
+
+def lockstep(step_s: float = 0.02):
+    """A fake `stylize_batch` that steps its jobs together, as the real one does: a job whose
+    `on_progress` raises stops alone, the others go on."""
+    def stylize_batch(jobs, model=None):
+        outcomes: list = [None] * len(jobs)
+        steps = jobs[0].options.steps
+        for step in range(1, steps + 1):
+            time.sleep(step_s)
+            for i, job in enumerate(jobs):
+                if outcomes[i] is None:
+                    try:
+                        job.on_progress(Progress(step=step, total=steps, scale=0, scales=1, shape=(32, 32),
+                                                 loss=1.0, elapsed=0.0))
+                    except Exception as e:  # noqa: BLE001
+                        outcomes[i] = e
+        return [np.zeros((32, 32, 3), np.float32) if o is None else o for o in outcomes]
+    return stylize_batch
+
+
+def test_in_a_batch_only_the_request_past_its_deadline_stops(function, monkeypatch):
+    client, module = function(NEURASTYLE_MAX_BATCH=4, NEURASTYLE_DEADLINE_S=4)
+    spy = BatchSpy(lockstep(step_s=0.02))
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=10)
+    early = queue_up(client, module, [body(steps=130)])[0]  # deadline in 4 s
+    time.sleep(2)
+    late = queue_up(client, module, [body(steps=130)])[0]  # in 6 s; the batch ends in ~4.6 s
+    spy.first.set()
+    assert first[0].result(30).status_code == 200
+    error = assert_error(early.result(30), 504, "deadline_exceeded")
+    assert "stopped after" in error["message"]
+    done = late.result(30)
+    assert done.status_code == 200 and done.get_json()["steps"] == 130
+    assert spy.sizes == [1, 2]
+    assert isinstance(spy.outcomes[1][0], errors.Cancelled) and isinstance(spy.outcomes[1][1], np.ndarray)
+    assert module.ADMISSION.stats()["running"] == 0
 
 
 # --- deadlines -------------------------------------------------------------------------
@@ -209,7 +470,7 @@ def test_bad_requests_give_their_place_back(function, monkeypatch):
 def test_past_the_deadline_the_work_stops_and_the_answer_is_504(function, monkeypatch):
     client, module = function(NEURASTYLE_DEADLINE_S=0.5)
     fake = FakeStylize(step_s=0.02)
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     start = time.monotonic()
     error = assert_error(client.post("/stylize", json=body(steps=1000)), 504, "deadline_exceeded")
     assert time.monotonic() - start < 5 and "0.5 s" in error["message"]
@@ -224,7 +485,7 @@ def test_time_in_line_counts_against_the_deadline(function, monkeypatch):
     client, module = function(NEURASTYLE_DEADLINE_S=1)
     fake = FakeStylize()
     fake.gate.clear()  # the first request holds the slot without reporting progress
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     first = in_threads(1, lambda: client.post("/stylize", json=body()))
     assert fake.started.acquire(timeout=10)
     start = time.monotonic()
@@ -251,21 +512,21 @@ def test_running_out_of_device_memory_is_503_and_serving_goes_on(function, monke
     from jax.errors import JaxRuntimeError
 
     client, module = function()
-    real = module.stylize
+    real = module.stylize_batch
 
     def raising(error):
         def stylize(*args, **kwargs):
             raise error
-        return stylize
+        return per_job(stylize, fails_batch=type(error))  # the whole batch fails
 
-    monkeypatch.setattr(module, "stylize", raising(JaxRuntimeError(OOM)))
+    monkeypatch.setattr(module, "stylize_batch", raising(JaxRuntimeError(OOM)))
     r = client.post("/stylize", json=body(size=1024))
     error = assert_error(r, 503, "out_of_memory")
     assert "smaller size" in error["message"] and "RESOURCE_EXHAUSTED" not in r.get_data(as_text=True)
     assert ndjson(client.post("/stylize", json=body(stream=True)))[-1]["error"]["code"] == "out_of_memory"
-    monkeypatch.setattr(module, "stylize", raising(MemoryError()))  # host memory
+    monkeypatch.setattr(module, "stylize_batch", raising(MemoryError()))  # host memory
     assert_error(client.post("/stylize", json=body()), 503, "out_of_memory")
-    monkeypatch.setattr(module, "stylize", real)
+    monkeypatch.setattr(module, "stylize_batch", real)
     assert client.post("/stylize", json=body()).status_code == 200
     assert module.ADMISSION.stats()["running"] == 0
 
@@ -282,7 +543,7 @@ def test_other_runtime_errors_are_not_taken_for_out_of_memory():
 def test_a_stream_whose_client_leaves_frees_its_slot(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_CONCURRENT=1, NEURASTYLE_MAX_QUEUE=0)
     fake = FakeStylize(step_s=0.02)
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     r = client.post("/stylize", json=body(stream=True, steps=1000), buffered=False)
     assert json.loads(next(iter(r.response)))["type"] == "progress"
     assert_error(client.post("/stylize", json=body()), 429, "busy")  # the slot is taken meanwhile
@@ -296,7 +557,7 @@ def test_a_stream_whose_client_leaves_frees_its_slot(function, monkeypatch):
 def test_an_answer_closed_before_it_is_read_still_ends_the_work(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_CONCURRENT=1, NEURASTYLE_MAX_QUEUE=0)
     fake = FakeStylize(step_s=0.02)
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     r = client.post("/stylize", json=body(stream=True, steps=1000), buffered=False)
     r.close()  # not a line read
     wait_for(lambda: fake.outcomes, what="the job to stop")
@@ -306,7 +567,7 @@ def test_an_answer_closed_before_it_is_read_still_ends_the_work(function, monkey
 def test_draining_refuses_new_work_and_stops_running_work_at_its_end(function, monkeypatch):
     client, module = function()
     fake = FakeStylize(step_s=0.02)
-    monkeypatch.setattr(module, "stylize", fake)
+    monkeypatch.setattr(module, "stylize_batch", per_job(fake))
     running = in_threads(1, lambda: client.post("/stylize", json=body(steps=1000)))
     assert fake.started.acquire(timeout=10)
     serving.begin_drain(0.5)
