@@ -11,11 +11,13 @@ Reports, per size (longest side; 3:4 images, generated unless --content/--style)
     median of the paired JAX/PyTorch ratios;
   * compile time: the first call minus the steady time of as many steps (PyTorch's
     first-call overhead likewise);
+  * CPU time per step (all threads; steadier than wall time on a shared machine);
   * achieved TFLOP/s of the convolutions (`common.step_flops`) and, on a known GPU or with
     --peak-tflops, the fraction of the dense peak;
-then, once: cold start (a fresh `python -c` from process start to the first 256 px result
-written, without and with JAX's persistent compilation cache), peak memory of each framework
-in a child process, and with --precision bfloat16 the bf16 step time and PSNR against fp32.
+then, once: cold start (fresh `python -c` processes from their start to the first 256 px
+result written: JAX's persistent compilation cache off, holding every program, and as
+nst_jax sets it up itself), peak memory of each framework in a child process, and with
+--precision bfloat16 the bf16 step time and PSNR against fp32.
 A TensorFlow column needs a TensorFlow reference, which does not exist (TensorFlow is not
 installed where this was written); the JSON records whether `tensorflow` is importable.
 """
@@ -163,8 +165,10 @@ def cold_start(size: int, args, content, style, log) -> dict:
         for _ in range(args.cold_runs):
             for mode in CACHE_MODES:
                 later[mode].append(start(mode))
-        files = {mode: sum(1 for f in (tmp / f"cache-{mode}").rglob("*") if f.is_file()) for mode in CACHE_MODES}
-    out = {"size": size, "runs": args.cold_runs, "cache_files": files, "first": first,
+        files = {mode: [f.stat().st_size for f in (tmp / f"cache-{mode}").rglob("*") if f.is_file()]
+                 for mode in CACHE_MODES}
+    out = {"size": size, "runs": args.cold_runs, "cache_files": {m: len(f) for m, f in files.items()},
+           "cache_mb": {m: sum(f) / 2**20 for m, f in files.items()}, "first": first,
            "later": {mode: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for mode, rs in later.items()}}
     log("cold start " + ", ".join(f"{m}: first {first[m]['total_s']:.1f} s, later {out['later'][m]['total_s']:.1f} s"
                                   for m in CACHE_MODES))
@@ -196,7 +200,8 @@ def memory(args, log) -> list[dict]:
     out = []
     for size in args.sizes:
         for framework in ("jax", "torch"):
-            r = common.run_child([os.path.abspath(__file__), "--child", framework, "--sizes", str(size), "--steps", "1", *passed])
+            r = common.run_child([os.path.abspath(__file__), "--child", framework, "--sizes", str(size),
+                                  "--steps", "1", *passed])
             out.append({"framework": framework, "size": size,
                         **{k: v for k, v in r.items() if k != "spawned"}})
             log(f"memory {framework} {size} px: peak RSS {r['peak_rss_mb']:.0f} MB")
@@ -206,7 +211,8 @@ def memory(args, log) -> list[dict]:
 def markdown(results: dict) -> str:
     """The figures as Markdown tables."""
     lines = ["| px | shape | JAX ms/step: median (min) | PyTorch ms/step: median (min) | JAX/PyTorch: paired "
-             "median; of minima | CPU ms/step JAX; PyTorch | JAX compile s | PyTorch 1st-call s | TFLOP/s JAX; PyTorch |",
+             "median; of minima | CPU ms/step JAX; PyTorch | JAX compile s | PyTorch 1st-call s "
+             "| TFLOP/s JAX; PyTorch |",
              "|---" * 9 + "|"]
     peak = results.get("peak")
     for r in results["sizes"]:
@@ -227,17 +233,19 @@ def markdown(results: dict) -> str:
                      f"(content image against it: {b['psnr_content_vs_fp32_db']:.1f} dB).")
     if "cold_start" in results:
         c = results["cold_start"]
-        lines += ["", f"| cold start, {c['size']} px | cache files | run | total s | import s | load weights s "
+        lines += ["", f"| cold start, {c['size']} px | cache files (MB) | run | total s | import s | load weights s "
                       "| stylize+write s | peak RSS MB |", "|---" * 8 + "|"]
         for mode in CACHE_MODES:
             for run, k in (("first", c["first"][mode]), (f"median of {c['runs']} later", c["later"][mode])):
-                lines.append(f"| {mode} | {c['cache_files'][mode]} | {run} | {k['total_s']:.1f} | {k['import_s']:.1f} "
+                lines.append(f"| {mode} | {c['cache_files'][mode]} ({c['cache_mb'][mode]:.1f}) | {run} "
+                             f"| {k['total_s']:.1f} | {k['import_s']:.1f} "
                              f"| {k['load_weights_s']:.1f} | {k['stylize_s']:.1f} | {k['peak_rss_mb']:.0f} |")
     if "memory" in results:
         lines += ["", "| framework | px | RSS after imports MB | peak RSS MB | device peak MB |", "|---" * 5 + "|"]
         for m in results["memory"]:
             dev = f"{m['device_peak_mb']:.0f}" if m["device_peak_mb"] is not None else "-"
-            lines.append(f"| {m['framework']} | {m['size']} | {m['rss_before_mb']:.0f} | {m['peak_rss_mb']:.0f} | {dev} |")
+            lines.append(f"| {m['framework']} | {m['size']} | {m['rss_before_mb']:.0f} | {m['peak_rss_mb']:.0f} "
+                         f"| {dev} |")
     return "\n".join(lines)
 
 

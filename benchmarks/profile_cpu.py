@@ -31,6 +31,9 @@ import time
 
 if "--child" not in sys.argv:  # per-op events for `breakdown`; the flag children run as told
     os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_cpu_enable_xprof_traceme=true"
+# PyTorch's OpenMP threads otherwise spin for a while after each call and slow down the XLA
+# operation timed right after it (by ~1.3x per convolution here); PyTorch's own times do not change.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -266,22 +269,30 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
             return carry[0]
         return run_n
 
+    trun = torch_reference.TorchStylizer(torch_reference.TorchVGG(model.weights),
+                                         common.at_size(content, size), common.at_size(style, size))
+
+    def pytorch(n):
+        trun.run(n)
+        return trun.result()[None]
+
     runs = {"library (run_one_step)": library, "run_steps (fori_loop)": fori_loop,
             "prototype, no change": proposal(False, False),
             "conv input gradient with prepared kernels": proposal(True, False),
             "reshape max-pool, elementwise gradient": proposal(False, True),
-            "both changes": proposal(True, True)}
+            "both changes": proposal(True, True), "PyTorch (torch_reference)": pytorch}
     reference = np.asarray(library(steps))
     ms = best_of({name: functools.partial(f, steps) for name, f in runs.items()}, repeats)
-    print(f"\n### Step variants at {size} px: {steps} steps per call, {repeats} repeats in turns (ms per step)\n")
-    print("| variant | min | median | vs library (medians of pairs) | max abs diff of the image after the steps |\n"
-          + "|---" * 5 + "|")
-    base = ms["library (run_one_step)"]
+    print(f"\n### Step variants at {size} px, XLA_FLAGS `{os.environ['XLA_FLAGS'].strip()}`: {steps} steps per "
+          f"call, {repeats} repeats in turns (ms per step)\n")
+    print("| variant | min | median | vs library (medians of pairs) | vs PyTorch | max abs diff of the image "
+          "after the steps |\n" + "|---" * 6 + "|")
     for name, f in runs.items():
         diff = float(np.abs(np.asarray(f(steps)) - reference).max())
-        ratio = statistics.median(a / b for a, b in zip(ms[name], base))
-        print(f"| {name} | {min(ms[name]) / steps:.0f} | {statistics.median(ms[name]) / steps:.0f} | {ratio:.2f} "
-              f"| {diff:.1e} |")
+        ratios = [statistics.median(a / b for a, b in zip(ms[name], ms[base]))
+                  for base in ("library (run_one_step)", "PyTorch (torch_reference)")]
+        print(f"| {name} | {min(ms[name]) / steps:.0f} | {statistics.median(ms[name]) / steps:.0f} | {ratios[0]:.2f} "
+              f"| {ratios[1]:.2f} | {diff:.1e} |")
 
 
 def flags(size: int, steps: int, repeats: int) -> None:

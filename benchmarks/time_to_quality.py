@@ -1,5 +1,6 @@
 """Total loss against wall time for the default recipe: single-scale Adam, multi-scale Adam
-(coarse to fine) and L-BFGS (optax, zoom line search), all at one size (default 256 px).
+(coarse to fine) and L-BFGS (optax, zoom line search; and SciPy's L-BFGS-B for comparison),
+all at one size (default 256 px).
 
     python benchmarks/time_to_quality.py --content /work/shared/images/tubingen.jpg \\
         --style /work/shared/images/starry_night.jpg --json ttq.json
@@ -10,9 +11,14 @@ its last scale only -- the full size, so its losses are comparable -- starting a
 the coarser scales took. L-BFGS works on unconstrained pixels x and minimises the loss of
 clip(x, 0, 1) -- the box enters through the objective, so that the line search and the
 curvature pairs see one consistent function and each iteration needs no extra evaluation --
-and the image it delivers is clip(x). It runs for `--lbfgs-budget` times the single-scale
-Adam wall time. All losses are the weighted total (content + style + TV) at full size,
-of the image before each step. Writes the curves to --plot and prints a summary table.
+and the image it delivers is clip(x). optax runs the whole iteration, line search included,
+as one compiled program, so its loss evaluations sit inside a while loop. SciPy's L-BFGS-B
+keeps the pixels in [0, 1] with true bounds and calls one compiled value-and-gradient per
+evaluation from Python, the form in which XLA:CPU runs the network fastest (see
+`nst_jax.transfer.run_one_step`). Both run for `--lbfgs-budget` times the single-scale Adam
+wall time, after a compile. All losses are the weighted total (content + style + TV) at full
+size, of the image before each step (L-BFGS-B: of each accepted iterate), and last of the image
+delivered. Writes the curves to --plot and prints a summary table.
 """
 
 from __future__ import annotations
@@ -27,15 +33,20 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
+import matplotlib.pyplot as plt
 import numpy as np
 import optax
+import scipy.optimize
 
 import common
 import nst_jax
 from nst_jax import images, transfer
 
 
-def adam_curve(model, content, style, options) -> tuple[list[tuple[float, float]], float, np.ndarray]:
+Curve = list[tuple[float, float]]  # (seconds, total loss)
+
+
+def adam_curve(model, content, style, options) -> tuple[Curve, float, np.ndarray]:
     """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result)."""
     nst_jax.stylize(content, [style], dataclasses.replace(options, steps=1), model=model)  # compile
     reports = []
@@ -45,7 +56,7 @@ def adam_curve(model, content, style, options) -> tuple[list[tuple[float, float]
     return last, coarse, result
 
 
-def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[list[tuple[float, float]], int, np.ndarray]:
+def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:
     """((seconds, loss) per iteration, loss evaluations in all, result) of L-BFGS from `content`."""
     weights, _ = common.weights_and_lr(options)
     opt = optax.lbfgs()
@@ -72,16 +83,36 @@ def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[list
     return curve, evaluations, np.clip(np.asarray(x[0]), 0, 1)
 
 
+def lbfgsb_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:
+    """((seconds, loss) per iteration, loss evaluations in all, result) of SciPy's L-BFGS-B."""
+    weights, _ = common.weights_and_lr(options)
+    value_and_grad = jax.jit(jax.value_and_grad(lambda x, params, targets: transfer.objective(
+        x, model.net, params, model.input_scale, model.input_offset, targets, weights)[0]))
+    shape, evaluations, curve = (1, *content.shape), [0], []
+
+    def fun(flat):
+        evaluations[0] += 1
+        value, grad = value_and_grad(jnp.asarray(flat.reshape(shape), jnp.float32), model.params, targets)
+        return float(value), np.asarray(grad, np.float64).ravel()
+
+    def callback(intermediate_result):
+        curve.append((time.perf_counter() - start, float(intermediate_result.fun)))
+        if curve[-1][0] >= budget_s:
+            raise StopIteration
+
+    x0 = np.asarray(content, np.float64).ravel()
+    fun(x0)  # compile
+    evaluations[0], start = 0, time.perf_counter()
+    result = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(0, 1),
+                                     callback=callback, options={"maxiter": 100_000, "maxfun": 100_000})
+    return curve, evaluations[0], result.x.reshape(content.shape).astype(np.float32)
+
+
 def time_to_reach(curve, target: float) -> float | None:
     return next((t for t, loss in curve if loss <= target), None)
 
 
 def plot(curves: dict, adam_final: float, title: str, path: Path) -> None:
-    import matplotlib  # noqa: PLC0415 -- optional, only for the figure
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for label, curve in curves.items():
         t, loss = zip(*curve)
@@ -98,8 +129,8 @@ def loss_of(model, targets, options, shape: tuple[int, int], image: np.ndarray) 
     """The weighted total loss of one (H, W, 3) result, resized to the working `shape`,
     against the full-size targets."""
     weights, _ = common.weights_and_lr(options)
-    total, _ = transfer.objective(jnp.asarray(images.resize(image, *shape)[None]), model.net, model.params, model.input_scale,
-                                  model.input_offset, targets, weights)
+    total, _ = transfer.objective(jnp.asarray(images.resize(image, *shape)[None]), model.net, model.params,
+                                  model.input_scale, model.input_offset, targets, weights)
     return float(total)
 
 
@@ -125,30 +156,37 @@ def main(argv=None) -> None:
     multi, coarse_s, multi_result = adam_curve(model, content, style, dataclasses.replace(options, multiscale=True))
     adam_time, adam_final = single[-1][0], final_loss(single_result)
     lbfgs, evaluations, lbfgs_result = lbfgs_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
+    lbfgsb, evaluations_b, lbfgsb_result = lbfgsb_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
 
     rows = {  # curve, result, loss evaluations, seconds before the first of them
         "Adam, single scale": (single, single_result, len(single), 0.0),
-        f"Adam, multi-scale (last scale; coarser ones took {coarse_s:.0f} s)": (multi, multi_result, len(multi), coarse_s),
+        f"Adam, multi-scale (last scale; coarser ones took {coarse_s:.0f} s)":
+            (multi, multi_result, len(multi), coarse_s),
         "L-BFGS (optax, zoom line search)": (lbfgs, lbfgs_result, evaluations, 0.0),
+        "L-BFGS-B (SciPy, bounds)": (lbfgsb, lbfgsb_result, evaluations_b, 0.0),
     }
-    summary = {label: {"seconds": curve[-1][0], "final_loss": final_loss(result), "evaluations": evals,
+    for curve, result, _, _ in rows.values():
+        curve.append((curve[-1][0], final_loss(result)))  # the loss of the image delivered
+    summary = {label: {"seconds": curve[-1][0], "final_loss": curve[-1][1], "evaluations": evals,
                        "ms_per_evaluation": 1000 * (curve[-1][0] - start) / evals,
                        "seconds_to_adam_final_loss": time_to_reach(curve, adam_final),
                        "loss_at_adam_time": min((loss for t, loss in curve if t <= adam_time), default=None)}
-               for label, (curve, result, evals, start) in rows.items()}
+               for label, (curve, _, evals, start) in rows.items()}
     print(f"{args.size} px, {full.shape[0]}x{full.shape[1]}; Adam single-scale final loss {adam_final:.4g} "
           f"after {adam_time:.1f} s\n")
     print("| run | wall s | loss evaluations | ms/evaluation | final loss | loss by the Adam time "
           "| s to the Adam final loss |\n" + "|---" * 7 + "|")
     for label, s in summary.items():
-        reach = f"{s['seconds_to_adam_final_loss']:.1f}" if s["seconds_to_adam_final_loss"] is not None else "not reached"
+        reach = s["seconds_to_adam_final_loss"]
+        reach = f"{reach:.1f}" if reach is not None else "not reached"
         print(f"| {label} | {s['seconds']:.1f} | {s['evaluations']} | {s['ms_per_evaluation']:.0f} "
               f"| {s['final_loss']:.4g} | {s['loss_at_adam_time']:.4g} | {reach} |")
     plot({label: row[0] for label, row in rows.items()}, adam_final,
          f"{args.size} px ({full.shape[0]}x{full.shape[1]}), {args.steps} Adam steps per scale", args.plot)
     print(f"\nwrote {args.plot}", file=sys.stderr)
     if args.json:
-        args.json.write_text(json.dumps({"machine": common.machine(), "args": {k: str(v) for k, v in vars(args).items()},
+        args.json.write_text(json.dumps({"machine": common.machine(),
+                                         "args": {k: str(v) for k, v in vars(args).items()},
                                          "summary": summary, "curves": {k: v[0] for k, v in rows.items()}}, indent=1))
 
 

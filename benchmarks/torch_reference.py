@@ -80,7 +80,8 @@ def total_variation(image: torch.Tensor) -> torch.Tensor:
 def to_nchw(image: np.ndarray, device: str = "cpu") -> torch.Tensor:
     """(H, W, 3) or (N, H, W, 3) numpy -> (N, 3, H, W) float32 tensor."""
     image = np.asarray(image, np.float32)
-    return torch.from_numpy(np.ascontiguousarray((image[None] if image.ndim == 3 else image).transpose(0, 3, 1, 2))).to(device)
+    image = image[None] if image.ndim == 3 else image
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(0, 3, 1, 2))).to(device)
 
 
 class TorchStylizer:
