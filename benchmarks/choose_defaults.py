@@ -14,7 +14,6 @@ import argparse
 import itertools
 import time
 
-import numpy as np
 from PIL import Image, ImageDraw
 
 import nst_jax

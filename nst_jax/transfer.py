@@ -199,10 +199,14 @@ class Job:
     on_progress: Callable[[Progress], None] | None = None
 
 
+def working_sizes(options: Options) -> list[int]:
+    """Longest side of each scale, coarse to fine: `options.size` rounded up to SIZE_STEP, halved."""
+    return scale_sizes(-(-options.size // SIZE_STEP) * SIZE_STEP, options.multiscale)
+
+
 def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tuple[int, int], ...]:
     """Working (H, W) of each scale, coarse to fine, for a content image of `content_shape`."""
-    sizes = scale_sizes(-(-options.size // SIZE_STEP) * SIZE_STEP, options.multiscale)
-    return tuple(working_shape(*content_shape[:2], s) for s in sizes)
+    return tuple(working_shape(*content_shape[:2], s) for s in working_sizes(options))
 
 
 def batch_key(job: Job) -> tuple:
@@ -255,7 +259,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]
                                 for j in jobs], jnp.float32)
     lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
-    sizes = scale_sizes(-(-jobs[0].options.size // SIZE_STEP) * SIZE_STEP, jobs[0].options.multiscale)
+    sizes = working_sizes(jobs[0].options)
     preview_every = max(1, steps // 10)
     start = time.perf_counter()
     image = None
