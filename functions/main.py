@@ -57,10 +57,6 @@ log.setLevel(logging.INFO)
 logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # stderr, unless logging is set up already
 
 
-def _env_int(name: str, default: float) -> int:
-    return int(float(os.environ.get(name) or default))
-
-
 def _web_dir() -> Path:
     if os.environ.get("NEURASTYLE_WEB_DIR"):
         return Path(os.environ["NEURASTYLE_WEB_DIR"]).resolve()
@@ -68,8 +64,8 @@ def _web_dir() -> Path:
 
 
 LIMITS = Limits.from_env(max_size=1024, max_steps=1000)
-MAX_PIXELS = _env_int("NEURASTYLE_MAX_PIXELS", 40e6)
-MAX_BODY_BYTES = _env_int("NEURASTYLE_MAX_BODY_BYTES", 30e6)
+MAX_PIXELS = int(serving.env_number("NEURASTYLE_MAX_PIXELS", 40e6))
+MAX_BODY_BYTES = int(serving.env_number("NEURASTYLE_MAX_BODY_BYTES", 30e6))
 MAX_STYLES = 8
 CORS_ORIGINS = [o.strip() for o in os.environ.get("NEURASTYLE_CORS_ORIGINS", "").split(",") if o.strip()]
 WEB_DIR = _web_dir()

@@ -290,7 +290,7 @@ def threads() -> int:
     """gunicorn threads: functions-framework's 4 per CPU, but at least one per admitted
     request plus a few for /healthz and refusals, which must not wait behind queued jobs."""
     if os.environ.get("THREADS"):
-        return int(os.environ["THREADS"])
+        return max(1, int(env_number("THREADS", 1)))
     return max(4 * (os.cpu_count() or 1), max_concurrent() + max_queue() + 4)
 
 

@@ -138,7 +138,8 @@ class _GramCache:
         self._lock = threading.Lock()
 
     def get(self, model: Model, style: np.ndarray, longest: int) -> dict[str, jax.Array]:
-        key = (id(model), longest, style.shape, hashlib.sha1(np.ascontiguousarray(style).tobytes()).hexdigest())
+        # The model itself, not id(model): an id can be reused by a later object.
+        key = (model, longest, style.shape, hashlib.sha1(np.ascontiguousarray(style).tobytes()).hexdigest())
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)

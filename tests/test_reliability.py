@@ -300,6 +300,16 @@ class BatchSpy:
         return [len(c) for c in self.calls]
 
 
+def hold_the_slot(client, module, monkeypatch, run_batch):
+    """Install a `BatchSpy` around `run_batch` as the function's `stylize_batch` and start one
+    request that holds the only slot until `spy.first` is set. Returns (spy, that request's future)."""
+    spy = BatchSpy(run_batch)
+    monkeypatch.setattr(module, "stylize_batch", spy)
+    first = in_threads(1, lambda: client.post("/stylize", json=body()))
+    assert spy.started.acquire(timeout=30)
+    return spy, first
+
+
 def queue_up(client, module, bodies) -> list[concurrent.futures.Future]:
     """Post `bodies` one after the other, each once the one before is waiting in line."""
     futures = []
@@ -312,10 +322,7 @@ def queue_up(client, module, bodies) -> list[concurrent.futures.Future]:
 
 def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=4)
-    spy = BatchSpy(module.stylize_batch)  # the real one
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=30)
+    spy, first = hold_the_slot(client, module, monkeypatch, module.stylize_batch)  # the real one
     # one size bucket (32 x 32 working shape), three output shapes; different seeds too
     sizes = [(40, 36), (40, 30), (30, 40)]  # PIL (width, height)
     queued = queue_up(client, module, [body(content=png(size=size, seed=i), seed=i, steps=2)
@@ -340,10 +347,7 @@ def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(f
 
 def test_incompatible_requests_are_not_batched_together(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=4)
-    spy = BatchSpy(per_job(FakeStylize()))
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=10)
+    spy, first = hold_the_slot(client, module, monkeypatch, per_job(FakeStylize()))
     queued = queue_up(client, module, [body(size=32), body(size=64), body(size=32), body(size=32, steps=2)])
     spy.first.set()
     assert first[0].result(30).status_code == 200
@@ -356,10 +360,7 @@ def test_incompatible_requests_are_not_batched_together(function, monkeypatch):
 
 def test_in_a_batch_a_client_that_leaves_stops_only_its_own_job(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=4)
-    spy = BatchSpy(module.stylize_batch)  # the real one
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=30)
+    spy, first = hold_the_slot(client, module, monkeypatch, module.stylize_batch)  # the real one
     spy.resume.clear()  # the batch will pause at step 2
     leaving, streaming, plain = queue_up(client, module, [
         body(stream=True, steps=20, content=png(seed=1)),  # the head of the line: it runs the batch
@@ -388,10 +389,7 @@ def test_in_a_batch_a_client_that_leaves_stops_only_its_own_job(function, monkey
 
 def test_max_batch_1_runs_one_request_at_a_time(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=1)
-    spy = BatchSpy(per_job(FakeStylize()))
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=10)
+    spy, first = hold_the_slot(client, module, monkeypatch, per_job(FakeStylize()))
     queued = queue_up(client, module, [body(), body(stream=True), body()])
     assert client.get("/healthz").get_json()["load"]["max_batch"] == 1
     spy.first.set()
@@ -411,10 +409,7 @@ def test_a_failed_batch_fails_every_request_in_it(function, monkeypatch):
             raise JaxRuntimeError(OOM)
         return fake(content, styles, options, model, on_progress)
 
-    spy = BatchSpy(per_job(oom_in_batches, fails_batch=JaxRuntimeError))
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=10)
+    spy, first = hold_the_slot(client, module, monkeypatch, per_job(oom_in_batches, fails_batch=JaxRuntimeError))
     queued = queue_up(client, module, [body(seed=0), body(stream=True, seed=1), body(seed=2)])
     spy.first.set()
     assert first[0].result(30).status_code == 200
@@ -447,10 +442,7 @@ def lockstep(step_s: float = 0.02):
 
 def test_in_a_batch_only_the_request_past_its_deadline_stops(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=4, NEURASTYLE_DEADLINE_S=4)
-    spy = BatchSpy(lockstep(step_s=0.02))
-    monkeypatch.setattr(module, "stylize_batch", spy)
-    first = in_threads(1, lambda: client.post("/stylize", json=body()))
-    assert spy.started.acquire(timeout=10)
+    spy, first = hold_the_slot(client, module, monkeypatch, lockstep(step_s=0.02))
     early = queue_up(client, module, [body(steps=130)])[0]  # deadline in 4 s
     time.sleep(2)
     late = queue_up(client, module, [body(steps=130)])[0]  # in 6 s; the batch ends in ~4.6 s
