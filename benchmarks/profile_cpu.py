@@ -5,13 +5,14 @@
 
 Sections (all timings are wall ms; "min" is the best of the repeats, the closest to an
 idle machine, "median" what a shared machine gives):
-  layers     each conv of the stack, forward and input gradient, XLA against PyTorch (oneDNN);
+  layers     each conv of the stack, forward and input gradient: XLA's convolution, the
+             library's Winograd F(2x2, 3x3) (`nst_jax.winograd`) and PyTorch (oneDNN);
   breakdown  one step's time by kind of XLA operation (jax.profiler trace with XLA's per-op
              TraceMe; thread time, so it can exceed the wall time), and PyTorch's top operators;
-  variants   `nst_jax.transfer.run_one_step` against the same step with the changes proposed
-             in BENCHMARKS.md, prototyped here (`proposed_features`), and against `run_steps`
-             (the fori_loop form) -- the library itself is not modified;
-  flags      the step under XLA_FLAGS variants, each in a child process, in turns.
+  variants   the library's step (`run_one_step`) against the same step without Winograd
+             layers, the `run_steps` (fori_loop) form, and PyTorch;
+  flags      the step under XLA_FLAGS variants, each in a child process, in turns (the
+             library turns XLA's concurrency-optimized scheduler off unless XLA_FLAGS names it).
 """
 
 from __future__ import annotations
@@ -44,18 +45,18 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import nst_jax  # noqa: E402
 import torch_reference  # noqa: E402
-from nst_jax import losses, transfer  # noqa: E402
+from nst_jax import transfer, winograd  # noqa: E402
 from nst_jax.vgg import layer_names, layer_shapes  # noqa: E402
 
 FLAG_VARIANTS = {
-    "default (YNNPACK convs and dots)": "",
+    "library default (YNNPACK; concurrency-optimized scheduler off)": "",
+    "concurrency-optimized scheduler on (XLA's default)": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
     "YNNPACK off (Eigen)": "--xla_cpu_experimental_ynn_fusion_type=",
     "YNNPACK convs only": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     "YNNPACK off, oneDNN on": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true",
     "YNNPACK off, XNNPACK convs": "--xla_cpu_experimental_ynn_fusion_type= "
                                  "--xla_cpu_experimental_xnn_fusion_type=individual_convolution",
     "no multi-threaded Eigen": "--xla_cpu_multi_thread_eigen=false",
-    "no concurrency-optimized scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
 }
 CONV = ("NHWC", "HWIO", "NHWC")
 
@@ -80,8 +81,9 @@ def best_of(fns: dict, repeats: int) -> dict[str, list[float]]:
 def layers(size: int, repeats: int) -> None:
     height, width = transfer.working_shape(3, 4, size)
     print(f"\n### Convolutions at {size} px ({height}x{width}), min ms of {repeats}\n")
-    print("| layer | GFLOP | XLA fwd | PyTorch fwd | XLA input grad | PyTorch input grad |\n" + "|---" * 6 + "|")
-    rng, h, w, total = np.random.default_rng(0), height, width, np.zeros(4)
+    print("| layer | GFLOP | XLA fwd | Winograd fwd | PyTorch fwd | XLA input grad | Winograd input grad "
+          "| PyTorch input grad |\n" + "|---" * 8 + "|")
+    rng, h, w, total = np.random.default_rng(0), height, width, np.zeros(6)
     names = layer_names("vgg16")
     for name in names[: names.index(transfer.CONTENT_LAYER) + 1]:
         if name.endswith("_conv1") and name != "block1_conv1":
@@ -92,16 +94,20 @@ def layers(size: int, repeats: int) -> None:
 
         def conv(x, k):
             return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=CONV)
-        forward = jax.jit(conv)
+        forward, wforward = jax.jit(conv), jax.jit(winograd.conv3x3)
         backward = jax.jit(lambda x, k, g: jax.vjp(lambda x: conv(x, k), x)[1](g)[0])
+        wbackward = jax.jit(lambda x, u, g: jax.vjp(lambda x: winograd.conv3x3(x, u), x)[1](g)[0])
         xj, kj, gj = map(jnp.asarray, (x, k, g))
+        uj = winograd.transform_kernel(kj)
         xt = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_(True)
         kt, gt = torch.from_numpy(k.transpose(3, 2, 0, 1).copy()), torch.from_numpy(g.transpose(0, 3, 1, 2).copy())
         yt = F.conv2d(xt, kt, padding=1)
         ms = best_of({
             "xf": lambda: forward(xj, kj).block_until_ready(),
+            "wf": lambda: wforward(xj, uj).block_until_ready(),
             "tf": lambda: F.conv2d(xt.detach(), kt, padding=1),
             "xb": lambda: backward(xj, kj, gj).block_until_ready(),
+            "wb": lambda: wbackward(xj, uj, gj).block_until_ready(),
             "tb": lambda: torch.autograd.grad(yt, xt, gt, retain_graph=True),
         }, repeats)
         m = [min(v) for v in ms.values()]
@@ -120,7 +126,7 @@ def xla_category(name: str) -> str | None:
                           ("max-pool and its gradient (reduce-window, iota)", r"reduce-window|iota|wrapped_broadcast")):
         if re.search(pattern, name):
             return kind
-    return "other fusions (bias, ReLU, losses, Adam)"
+    return "other fusions (bias, ReLU, max-pool, Winograd transforms, losses, Adam)"
 
 
 def breakdown(model, content, style, size: int, steps: int) -> None:
@@ -153,118 +159,21 @@ def breakdown(model, content, style, size: int, steps: int) -> None:
         print(f"| {e.key} | {e.self_cpu_time_total / 1000 / steps:.0f} |")
 
 
-# --- The proposed vgg.py changes, prototyped. -----------------------------------------
-
-@jax.custom_vjp
-def conv3x3(x, kernel, backward_kernel):
-    """3x3 SAME convolution whose input gradient uses `backward_kernel` (the kernel flipped
-    and with in/out swapped, prepared once per model) instead of transposing `kernel` per step."""
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=CONV)
-
-
-def _conv3x3_fwd(x, kernel, backward_kernel):
-    return conv3x3(x, kernel, backward_kernel), backward_kernel
-
-
-def _conv3x3_bwd(backward_kernel, g):
-    return jax.lax.conv_general_dilated(g, backward_kernel, (1, 1), "SAME", dimension_numbers=CONV), None, None
-
-
-conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
-
-
-def backward_kernels(params: dict) -> dict:
-    return {n: jnp.asarray(np.ascontiguousarray(np.asarray(p["kernel"])[::-1, ::-1].transpose(0, 1, 3, 2)))
-            for n, p in params["params"].items()}
-
-
-@jax.custom_vjp
-def max_pool_2x2(x):
-    """2x2 stride-2 max-pool (floor) as a reshape and a max; its gradient goes to the first
-    maximum of each window in row-major order, like XLA's select-and-scatter, but elementwise."""
-    n, h, w, c = x.shape
-    return x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
-def _pool_fwd(x):
-    y = max_pool_2x2(x)
-    return y, (x, y)
-
-
-def _pool_bwd(saved, g):
-    x, y = saved
-    n, h, w, c = x.shape
-    windows = x[:, : h // 2 * 2, : w // 2 * 2].reshape(n, h // 2, 2, w // 2, 2, c)
-    taken, parts = jnp.zeros_like(y, bool), {}
-    for i, j in ((0, 0), (0, 1), (1, 0), (1, 1)):
-        first = (windows[:, :, i, :, j] == y) & ~taken
-        taken, parts[i, j] = taken | first, jnp.where(first, g, 0.0)
-    rows = [jnp.stack([parts[i, 0], parts[i, 1]], axis=3) for i in (0, 1)]
-    dx = jnp.stack(rows, axis=2).reshape(n, h // 2 * 2, w // 2 * 2, c)
-    return (jnp.pad(dx, ((0, 0), (0, h - h // 2 * 2), (0, w - w // 2 * 2), (0, 0))),)
-
-
-max_pool_2x2.defvjp(_pool_fwd, _pool_bwd)
-
-
-def proposed_features(params, back, x, custom_conv: bool, custom_pool: bool) -> dict:
-    """`nst_jax.vgg.VGG` (VGG16, up to the content layer) with either change switched on."""
-    names, out = layer_names("vgg16"), {}
-    for name in names[: names.index(transfer.CONTENT_LAYER) + 1]:
-        if name.endswith("_conv1") and name != "block1_conv1":
-            x = max_pool_2x2(x) if custom_pool else jax.lax.reduce_window(
-                x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
-        p = params["params"][name]
-        y = conv3x3(x, p["kernel"], back[name]) if custom_conv else jax.lax.conv_general_dilated(
-            x, p["kernel"], (1, 1), "SAME", dimension_numbers=CONV)
-        x = out[name] = jax.nn.relu(y + p["bias"])
-    return out
-
-
-def proposed_step(carry, params, back, input_scale, input_offset, targets, loss_weights, lr,
-                  custom_conv, custom_pool):
-    """`transfer.adam_step` on `proposed_features` (weights as arguments, as in the library,
-    so that XLA cannot fold their transposes at compile time)."""
-    def objective(image):
-        feats = proposed_features(params, back, image * input_scale - input_offset, custom_conv, custom_pool)
-        terms = jnp.stack([losses.content_loss(feats[transfer.CONTENT_LAYER], targets["content"]),
-                           losses.style_loss(feats, targets["grams"], transfer.STYLE_LAYERS),
-                           losses.total_variation(image)], axis=-1)
-        return jnp.sum(terms * loss_weights), terms
-    image, state = carry
-    grad, terms = jax.grad(objective, has_aux=True)(image)
-    direction, state = transfer.ADAM.update(grad, state)
-    return (jnp.clip(image - lr[:, None, None, None] * direction, 0, 1), state), jnp.sum(terms * loss_weights, -1)
-
-
 def variants(model, content, style, size: int, steps: int, repeats: int) -> None:
-    if model.weights.arch != "vgg16":
-        raise SystemExit("the prototype in this script is VGG16's")
     run = common.JaxStylizer(model, common.at_size(content, size), common.at_size(style, size))
-    weights, lr, back, image = run.loss_weights, run.lr, backward_kernels(model.params), run.content
-    lib_args = (model.net, model.params, model.input_scale, model.input_offset, run.targets, weights, lr)
+    direct = nst_jax.model.from_weights(model.weights, winograd_layers=())
+    image = run.content
 
-    def library(n):
-        carry = (jnp.array(image), transfer.ADAM.init(image))
-        for _ in range(n):
-            carry, loss = transfer.run_one_step(carry, *lib_args)
-            float(loss[0])
-        return carry[0]
-
-    def fori_loop(n):
-        carry = (jnp.array(image), transfer.ADAM.init(image))
-        carry, loss = transfer.run_steps(carry, n, *lib_args)
-        float(loss[0])
-        return carry[0]
-
-    def proposal(custom_conv, custom_pool):
-        step = jax.jit(functools.partial(proposed_step, custom_conv=custom_conv, custom_pool=custom_pool))
+    def library(model, loop):
+        args = (model.net, model.params, model.input_scale, model.input_offset, run.targets, run.loss_weights, run.lr)
 
         def run_n(n):
             carry = (jnp.array(image), transfer.ADAM.init(image))
-            for _ in range(n):
-                carry, loss = step(carry, model.params, back, model.input_scale, model.input_offset,
-                                   run.targets, weights, lr)
+            if loop:
+                carry, loss = transfer.run_steps(carry, n, *args)
+                float(loss[0])
+            for _ in range(0 if loop else n):
+                carry, loss = transfer.run_one_step(carry, *args)
                 float(loss[0])
             return carry[0]
         return run_n
@@ -276,23 +185,20 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
         trun.run(n)
         return trun.result()[None]
 
-    runs = {"library (run_one_step)": library, "run_steps (fori_loop)": fori_loop,
-            "prototype, no change": proposal(False, False),
-            "conv input gradient with prepared kernels": proposal(True, False),
-            "reshape max-pool, elementwise gradient": proposal(False, True),
-            "both changes": proposal(True, True), "PyTorch (torch_reference)": pytorch}
-    reference = np.asarray(library(steps))
+    winograd = ", ".join(model.net.winograd_layers) or "none"
+    runs = {"library (`run_one_step`)": library(model, False),
+            "library without Winograd": library(direct, False),
+            "`run_steps` (fori_loop)": library(model, True),
+            "PyTorch (`torch_reference`)": pytorch}
     ms = best_of({name: functools.partial(f, steps) for name, f in runs.items()}, repeats)
-    print(f"\n### Step variants at {size} px, XLA_FLAGS `{os.environ['XLA_FLAGS'].strip()}`: {steps} steps per "
-          f"call, {repeats} repeats in turns (ms per step)\n")
-    print("| variant | min | median | vs library (medians of pairs) | vs PyTorch | max abs diff of the image "
-          "after the steps |\n" + "|---" * 6 + "|")
-    for name, f in runs.items():
-        diff = float(np.abs(np.asarray(f(steps)) - reference).max())
+    print(f"\n### Step variants at {size} px (Winograd layers: {winograd}), XLA_FLAGS "
+          f"`{os.environ['XLA_FLAGS'].strip()}`: {steps} steps per call, {repeats} repeats in turns (ms per step)\n")
+    print("| variant | min | median | vs library (medians of pairs) | vs PyTorch |\n" + "|---" * 5 + "|")
+    for name in runs:
         ratios = [statistics.median(a / b for a, b in zip(ms[name], ms[base]))
-                  for base in ("library (run_one_step)", "PyTorch (torch_reference)")]
-        print(f"| {name} | {min(ms[name]) / steps:.0f} | {statistics.median(ms[name]) / steps:.0f} | {ratios[0]:.2f} "
-              f"| {ratios[1]:.2f} | {diff:.1e} |")
+                  for base in ("library (`run_one_step`)", "PyTorch (`torch_reference`)")]
+        print(f"| {name} | {min(ms[name]) / steps:.0f} | {statistics.median(ms[name]) / steps:.0f} "
+              f"| {ratios[0]:.2f} | {ratios[1]:.2f} |")
 
 
 def flags(size: int, steps: int, repeats: int) -> None:

@@ -1,29 +1,31 @@
 """Total loss against wall time for the default recipe: single-scale Adam, multi-scale Adam
-(coarse to fine) and L-BFGS (optax, zoom line search; and SciPy's L-BFGS-B for comparison),
-all at one size (default 256 px).
+(coarse to fine), the library's L-BFGS option (SciPy's L-BFGS-B) and optax's L-BFGS, all at
+one size (default 256 px).
 
     python benchmarks/time_to_quality.py --content /work/shared/images/tubingen.jpg \\
         --style /work/shared/images/starry_night.jpg --json ttq.json
 
-Adam runs are `nst_jax.stylize` itself (default options, `--steps` per scale), timed by its
-progress reports, after a 1-step run that compiles every shape. The multi-scale curve shows
+Adam and L-BFGS-B runs are `nst_jax.stylize` itself (default options, `--steps` per scale;
+`optimizer="lbfgs"` for L-BFGS-B), timed by its progress reports, after a 1-step run that
+compiles every shape. The multi-scale curve shows
 its last scale only -- the full size, so its losses are comparable -- starting at the time
-the coarser scales took. L-BFGS works on unconstrained pixels x and minimises the loss of
-clip(x, 0, 1) -- the box enters through the objective, so that the line search and the
-curvature pairs see one consistent function and each iteration needs no extra evaluation --
-and the image it delivers is clip(x). optax runs the whole iteration, line search included,
-as one compiled program, so its loss evaluations sit inside a while loop. SciPy's L-BFGS-B
-keeps the pixels in [0, 1] with true bounds and calls one compiled value-and-gradient per
-evaluation from Python, the form in which XLA:CPU runs the network fastest (see
-`nst_jax.transfer.run_one_step`). Both run for `--lbfgs-budget` times the single-scale Adam
-wall time, after a compile. All losses are the weighted total (content + style + TV) at full
-size, of the image before each step (L-BFGS-B: of each accepted iterate), and last of the image
-delivered. Writes the curves to --plot and prints a summary table.
+the coarser scales took. The library's L-BFGS-B keeps the pixels in [0, 1] with true bounds
+and calls one compiled value-and-gradient per evaluation from Python, the form in which
+XLA:CPU runs the network fastest (see `nst_jax.transfer.run_one_step`). optax's L-BFGS works
+on unconstrained pixels x and minimises the loss of clip(x, 0, 1) (the box enters through the
+objective, so that the line search and the curvature pairs see one consistent function), and
+the image it delivers is clip(x); it runs the whole iteration, line search included, as one
+compiled program, so its loss evaluations sit inside a while loop. It runs for
+`--lbfgs-budget` times the single-scale Adam wall time, after a compile. All losses are the
+weighted total (content + style + TV) at full size, of the image of each step (L-BFGS-B: of
+each accepted iterate), and last of the image delivered. Writes the curves to --plot and
+prints a summary table.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import functools
 import json
@@ -36,7 +38,6 @@ import jax.numpy as jnp
 import matplotlib.pyplot as plt
 import numpy as np
 import optax
-import scipy.optimize
 
 import common
 import nst_jax
@@ -46,14 +47,24 @@ from nst_jax import images, transfer
 Curve = list[tuple[float, float]]  # (seconds, total loss)
 
 
-def adam_curve(model, content, style, options) -> tuple[Curve, float, np.ndarray]:
-    """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result)."""
+def stylize_curve(model, content, style, options) -> tuple[Curve, float, np.ndarray, int]:
+    """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result,
+    loss evaluations at the last scale) of `nst_jax.stylize`."""
     nst_jax.stylize(content, [style], dataclasses.replace(options, steps=1), model=model)  # compile
-    reports = []
-    result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
+    reports, evaluations, evaluate = [], collections.Counter(), transfer.loss_and_grad
+
+    def counted(image, *args):  # L-BFGS's evaluations, by image shape
+        evaluations[image.shape] += 1
+        return evaluate(image, *args)
+    transfer.loss_and_grad = counted
+    try:
+        result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
+    finally:
+        transfer.loss_and_grad = evaluate
     last = [(p.elapsed, p.loss) for p in reports if p.scale == p.scales - 1]
     coarse = max((p.elapsed for p in reports if p.scale < p.scales - 1), default=0.0)
-    return last, coarse, result
+    full_shape = (1, *reports[-1].shape, 3)
+    return last, coarse, result, evaluations[full_shape] if options.optimizer == "lbfgs" else len(last)
 
 
 def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:
@@ -81,31 +92,6 @@ def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[Curv
         curve.append((time.perf_counter() - start, float(value)))
         evaluations += int(searched)
     return curve, evaluations, np.clip(np.asarray(x[0]), 0, 1)
-
-
-def lbfgsb_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:
-    """((seconds, loss) per iteration, loss evaluations in all, result) of SciPy's L-BFGS-B."""
-    weights, _ = common.weights_and_lr(options)
-    value_and_grad = jax.jit(jax.value_and_grad(lambda x, params, targets: transfer.objective(
-        x, model.net, params, model.input_scale, model.input_offset, targets, weights)[0]))
-    shape, evaluations, curve = (1, *content.shape), [0], []
-
-    def fun(flat):
-        evaluations[0] += 1
-        value, grad = value_and_grad(jnp.asarray(flat.reshape(shape), jnp.float32), model.params, targets)
-        return float(value), np.asarray(grad, np.float64).ravel()
-
-    def callback(intermediate_result):
-        curve.append((time.perf_counter() - start, float(intermediate_result.fun)))
-        if curve[-1][0] >= budget_s:
-            raise StopIteration
-
-    x0 = np.asarray(content, np.float64).ravel()
-    fun(x0)  # compile
-    evaluations[0], start = 0, time.perf_counter()
-    result = scipy.optimize.minimize(fun, x0, jac=True, method="L-BFGS-B", bounds=scipy.optimize.Bounds(0, 1),
-                                     callback=callback, options={"maxiter": 100_000, "maxfun": 100_000})
-    return curve, evaluations[0], result.x.reshape(content.shape).astype(np.float32)
 
 
 def time_to_reach(curve, target: float) -> float | None:
@@ -137,8 +123,9 @@ def loss_of(model, targets, options, shape: tuple[int, int], image: np.ndarray) 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--steps", type=int, default=nst_jax.Options().steps, help="Adam steps per scale")
-    p.add_argument("--lbfgs-budget", type=float, default=1.5, help="L-BFGS time, in single-scale Adam times")
+    p.add_argument("--steps", type=int, default=nst_jax.Options().steps,
+                   help="Adam steps (L-BFGS-B iterations) per scale")
+    p.add_argument("--lbfgs-budget", type=float, default=1.5, help="optax L-BFGS time, in single-scale Adam times")
     p.add_argument("--plot", type=Path, default=Path(__file__).with_name("time_to_quality.png"))
     p.add_argument("--json", type=Path)
     common.add_image_args(p)
@@ -152,18 +139,20 @@ def main(argv=None) -> None:
     targets = transfer.make_targets(model, full[None], [style], np.ones(1), options.size)
     final_loss = functools.partial(loss_of, model, targets, options, full.shape[:2])
 
-    single, _, single_result = adam_curve(model, content, style, options)
-    multi, coarse_s, multi_result = adam_curve(model, content, style, dataclasses.replace(options, multiscale=True))
+    single, _, single_result, _ = stylize_curve(model, content, style, options)
+    multi, coarse_s, multi_result, _ = stylize_curve(model, content, style,
+                                                     dataclasses.replace(options, multiscale=True))
+    lbfgsb, _, lbfgsb_result, evaluations_b = stylize_curve(model, content, style,
+                                                            dataclasses.replace(options, optimizer="lbfgs"))
     adam_time, adam_final = single[-1][0], final_loss(single_result)
     lbfgs, evaluations, lbfgs_result = lbfgs_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
-    lbfgsb, evaluations_b, lbfgsb_result = lbfgsb_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
 
     rows = {  # curve, result, loss evaluations, seconds before the first of them
         "Adam, single scale": (single, single_result, len(single), 0.0),
         f"Adam, multi-scale (last scale; coarser ones took {coarse_s:.0f} s)":
             (multi, multi_result, len(multi), coarse_s),
+        "L-BFGS-B (`optimizer=\"lbfgs\"`, SciPy, bounds)": (lbfgsb, lbfgsb_result, evaluations_b, 0.0),
         "L-BFGS (optax, zoom line search)": (lbfgs, lbfgs_result, evaluations, 0.0),
-        "L-BFGS-B (SciPy, bounds)": (lbfgsb, lbfgsb_result, evaluations_b, 0.0),
     }
     for curve, result, _, _ in rows.values():
         curve.append((curve[-1][0], final_loss(result)))  # the loss of the image delivered

@@ -346,7 +346,7 @@ class Job:
         self.last_preview = -math.inf
 
     def key(self):
-        """Requests with equal keys may run in one batch: same model, shapes and steps."""
+        """Requests with equal keys may run in one batch: same model, shapes, steps and optimizer."""
         return self.model, transfer.batch_key(self.work)
 
     def check_time(self) -> None:

@@ -20,7 +20,16 @@ import jax.numpy as jnp
 import numpy as np
 
 from nst_jax import weights as weights_io
-from nst_jax.vgg import VGG
+from nst_jax.vgg import VGG, default_winograd_layers, prepare
+
+# XLA:CPU's concurrency-optimized scheduler runs independent operations side by side (a layer's
+# convolution next to the previous layer's Gram matrix); on a few cores they fight over the same
+# threads, and a step is ~6 % slower than run in order (BENCHMARKS.md). XLA reads XLA_FLAGS when
+# its first backend starts, which is after this import in every entry point; a value the user
+# set wins.
+_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
+if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SCHEDULER_FLAG}=false".strip()
 
 
 @dataclass(frozen=True, eq=False)
@@ -30,8 +39,9 @@ class Model:
     Attributes:
       weights: the host-side weights and their input convention.
       net: the Flax module (hashable; a static argument of compiled functions).
-      params: Flax parameters on the device. When the weights expect BGR input the
-        first kernel's input channels are reversed instead, so the model takes RGB.
+      params: Flax variables on the device: "params", and "prepared" (`nst_jax.vgg.prepare`).
+        When the weights expect BGR input the first kernel's input channels are reversed
+        instead, so the model takes RGB.
       input_scale, input_offset: (3,) arrays, RGB order: model input = x * scale - offset
         for x in [0, 1], the weights' ``(x * input_scale - mean) / std``.
     """
@@ -62,8 +72,9 @@ def extract_features(net: VGG, params, input_scale, input_offset, images, layers
     return net.apply(params, preprocess(images, input_scale, input_offset), layers=layers)
 
 
-def from_weights(w: weights_io.Weights, dtype=jnp.float32) -> Model:
-    """Put `w` on the device. `dtype` is the convolutions' compute dtype (bfloat16 = mixed precision)."""
+def from_weights(w: weights_io.Weights, dtype=jnp.float32, winograd_layers: Sequence[str] | None = None) -> Model:
+    """Put `w` on the device. `dtype` is the convolutions' compute dtype (bfloat16 = mixed
+    precision); `winograd_layers` default to `nst_jax.vgg.default_winograd_layers` (by backend)."""
     params = w.flax_params()
     scale = np.float32(w.input_scale) / np.asarray(w.std, np.float32)
     offset = np.asarray(w.mean, np.float32) / np.asarray(w.std, np.float32)
@@ -72,10 +83,13 @@ def from_weights(w: weights_io.Weights, dtype=jnp.float32) -> Model:
         first["kernel"] = first["kernel"][:, :, ::-1, :]
         params = {"params": {**params["params"], "block1_conv1": first}}
         scale, offset = scale[::-1], offset[::-1]
+    if winograd_layers is None:
+        winograd_layers = default_winograd_layers(w.arch)
+    params = jax.device_put(jax.tree_util.tree_map(np.ascontiguousarray, params))
     return Model(
         weights=w,
-        net=VGG(arch=w.arch, dtype=dtype),
-        params=jax.device_put(jax.tree_util.tree_map(np.ascontiguousarray, params)),
+        net=VGG(arch=w.arch, dtype=dtype, winograd_layers=tuple(winograd_layers)),
+        params={**params, **prepare(params, winograd_layers)},
         input_scale=jnp.asarray(scale.copy()),
         input_offset=jnp.asarray(offset.copy()),
     )

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from nst_jax.errors import OptionsError
 
+OPTIMIZERS = ("adam", "lbfgs")
+
 
 @dataclass(frozen=True)
 class Limits:
@@ -45,9 +47,12 @@ class Options:
 
     Attributes:
       size: longest side of the output, pixels.
-      steps: Adam steps at full size (each smaller scale gets as many).
+      steps: optimizer steps at full size (each smaller scale gets as many): Adam steps, or
+        for ``"lbfgs"`` L-BFGS iterations, each of which may evaluate the loss more than once.
       content_weight, style_weight, tv_weight: loss weights (see `nst_jax.losses`).
-      lr: Adam learning rate, in image units (pixel values are in [0, 1]) per step.
+      lr: Adam learning rate, in image units (pixel values are in [0, 1]) per step; unused by L-BFGS.
+      optimizer: how the pixels are optimised: ``"adam"``, or ``"lbfgs"`` (SciPy's L-BFGS-B
+        within [0, 1], which often reaches the same loss sooner).
       init: start from the ``"content"`` image or from ``"noise"``.
       seed: seed of the noise (bit-for-bit repeatable on one machine).
       preserve_color: transfer style to luminance only, keep the content's colours.
@@ -66,6 +71,7 @@ class Options:
     preserve_color: bool = False
     multiscale: bool = True
     style_blend: tuple[float, ...] | None = None
+    optimizer: str = "adam"
 
     def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
         """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
@@ -94,6 +100,8 @@ class Options:
             bad("style_weight", "and content_weight cannot both be 0")
         if self.init not in ("content", "noise"):
             bad("init", f"must be 'content' or 'noise', got {self.init!r}")
+        if self.optimizer not in OPTIMIZERS:
+            bad("optimizer", f"must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
         for name in ("preserve_color", "multiscale"):
             if not isinstance(getattr(self, name), bool):
                 bad(name, f"must be true or false, got {getattr(self, name)!r}")

@@ -1,8 +1,9 @@
-"""The optimisation: Adam on the pixels of the image, coarse to fine, compiled once per shape.
+"""The optimisation: Adam or L-BFGS on the pixels of the image, coarse to fine, compiled once per shape.
 
 Everything here works on float32 RGB arrays in [0, 1]. A batch axis N runs
 independent stylizations side by side in one program (Adam is elementwise, so
-stacking images is exactly the same as running them apart).
+stacking images is exactly the same as running them apart). L-BFGS would minimise a
+batch's summed loss as one problem (one line search), so each L-BFGS job is a batch of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import scipy.optimize
 
 from nst_jax import color
 from nst_jax import images as image_ops
@@ -45,10 +47,10 @@ ADAM = optax.scale_by_adam()
 class Progress:
     """A progress report, handed to the `on_progress` callback between chunks of steps.
 
-    step/total count Adam steps over all scales; scale is the 0-based index of the
-    current scale of `scales`; shape is its (H, W); loss the weighted total loss of
-    the last step; elapsed seconds since the start; preview the current image
-    (H, W, 3) in [0, 1], included now and then, else None.
+    step/total count optimizer steps (Adam steps or L-BFGS iterations) over all scales;
+    scale is the 0-based index of the current scale of `scales`; shape is its (H, W);
+    loss the weighted total loss of the last step; elapsed seconds since the start;
+    preview the current image (H, W, 3) in [0, 1], included now and then, else None.
     """
 
     step: int
@@ -102,6 +104,16 @@ def run_steps(carry, n_steps, net, params, input_scale, input_offset, targets, l
         carry, _ = state
         return adam_step(carry, net, params, input_scale, input_offset, targets, loss_weights, lr)
     return jax.lax.fori_loop(0, n_steps, body, (carry, jnp.zeros(carry[0].shape[0])))
+
+
+@functools.partial(jax.jit, static_argnames=("net",))
+def loss_and_grad(image, net, params, input_scale, input_offset, targets, loss_weights):
+    """For L-BFGS: (total loss summed over the batch, its gradient (N, H, W, 3), per-image
+    weighted losses (N,)) at `image` (N, H, W, 3). One compiled call per loss evaluation:
+    top-level convolutions are what XLA:CPU runs fastest (see `run_one_step`)."""
+    (total, terms), grad = jax.value_and_grad(objective, has_aux=True)(
+        image, net, params, input_scale, input_offset, targets, loss_weights)
+    return total, grad, jnp.sum(terms * loss_weights, axis=-1)
 
 
 def steps_per_call(backend: str | None = None) -> int | None:
@@ -169,25 +181,68 @@ def make_targets(model: Model, content: np.ndarray, styles: Sequence[np.ndarray]
     }
 
 
+Report = Callable[[int, np.ndarray, jax.Array], bool]
+
+
 def optimize(model: Model, image: jax.Array, targets: dict, loss_weights: jax.Array, lr: jax.Array,
-             n_steps: int, report: Callable[[int, np.ndarray, jax.Array], bool]) -> jax.Array:
-    """Run `n_steps` Adam steps from `image` (N, H, W, 3) with per-image `loss_weights` (N, 3)
-    and `lr` (N,). After each compiled call `report(steps_done, losses (N,), image)` is called;
-    it returns False to stop early. Returns the last image."""
+             n_steps: int, report: Report, optimizer: str = "adam") -> jax.Array:
+    """Run `n_steps` steps of `optimizer` ("adam" or "lbfgs", see `Options.optimizer`) from
+    `image` (N, H, W, 3) with per-image `loss_weights` (N, 3) and Adam's `lr` (N,). Now and then
+    `report(steps_done, losses (N,), image)` is called, last with steps_done == n_steps unless
+    stopped; it returns False to stop early. Returns the last image."""
+    args = (model.net, model.params, model.input_scale, model.input_offset, targets, loss_weights)
+    if optimizer == "lbfgs":
+        return _lbfgs(image, args, n_steps, report)
     carry = (image, ADAM.init(image))
     chunk = steps_per_call() or max(1, n_steps // 20)
-    args = (model.net, model.params, model.input_scale, model.input_offset, targets, loss_weights, lr)
     done = 0
     while done < n_steps:
         n = min(chunk, n_steps - done)
         if n == 1:
-            carry, losses_ = run_one_step(carry, *args)
+            carry, losses_ = run_one_step(carry, *args, lr)
         else:
-            carry, losses_ = run_steps(carry, n, *args)
+            carry, losses_ = run_steps(carry, n, *args, lr)
         done += n
         if not report(done, np.asarray(losses_), carry[0]):
             break
     return carry[0]
+
+
+def _lbfgs(image: jax.Array, args: tuple, n_steps: int, report: Report) -> jax.Array:
+    """At most `n_steps` iterations of SciPy's L-BFGS-B within [0, 1], reporting after each.
+
+    SciPy works on float64 flat vectors on the host; the loss runs as one compiled call
+    (`loss_and_grad`) per evaluation. An iteration may evaluate more than once (line search),
+    so evaluations are capped too. If L-BFGS-B stops before `n_steps` (converged, or out of
+    evaluations), one last report with steps_done == n_steps completes the progress.
+    """
+    shape = image.shape
+    latest = {}  # image (N, H, W, 3) and per-image losses (N,) of the latest evaluation
+    done, going = 0, True
+
+    def fun(flat):
+        x = jnp.asarray(flat.reshape(shape), jnp.float32)
+        total, grad, losses_ = loss_and_grad(x, *args)
+        latest.update(image=x, losses=losses_)
+        return float(total), np.asarray(grad, np.float64).ravel()
+
+    def callback(intermediate_result):
+        # L-BFGS-B calls back right after the line search's last evaluation, which is the new
+        # iterate: `latest` is the image and losses of `intermediate_result.x`.
+        nonlocal done, going
+        done += 1
+        going = report(done, np.asarray(latest["losses"]), latest["image"])
+        if not going:
+            raise StopIteration  # SciPy >= 1.11 ends the minimisation, keeping this iterate
+
+    result = scipy.optimize.minimize(fun, np.asarray(image, np.float64).ravel(), jac=True, method="L-BFGS-B",
+                                     bounds=scipy.optimize.Bounds(0.0, 1.0), callback=callback,
+                                     options={"maxiter": n_steps, "maxfun": 2 * n_steps + 20})
+    image = jnp.asarray(result.x.reshape(shape), jnp.float32)
+    if going and done < n_steps:
+        # result.x is the last iterate, but the last evaluation may have been a rejected trial point.
+        report(n_steps, np.asarray(loss_and_grad(image, *args)[2]), image)
+    return image
 
 
 @dataclass(frozen=True)
@@ -211,8 +266,11 @@ def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tupl
 
 
 def batch_key(job: Job) -> tuple:
-    """Jobs with equal keys can run together in one batch: same shapes at every scale, same steps."""
-    return scale_shapes(job.content.shape, job.options), job.options.steps
+    """Jobs with equal keys can run together in one batch: Adam jobs of the same shapes at every
+    scale and the same steps. An L-BFGS job's key is its own, so that its result never depends
+    on what it was batched with."""
+    optimizer = job.options.optimizer if job.options.optimizer == "adam" else (job.options.optimizer, id(job))
+    return scale_shapes(job.content.shape, job.options), job.options.steps, optimizer
 
 
 @dataclass
@@ -254,7 +312,8 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     """
     if len({batch_key(job) for job in jobs}) != 1:
         raise ValueError("jobs of one batch need the same batch_key")
-    shapes, steps = batch_key(jobs[0])
+    shapes, steps, _ = batch_key(jobs[0])
+    optimizer = jobs[0].options.optimizer
     model = model or load_model()
     prepared = [_Prepared.of(job) for job in jobs]
     loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]
@@ -291,7 +350,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
                     p.outcome = e
             return any(p.outcome is None for p in prepared)
 
-        image = optimize(model, image, targets, loss_weights, lr, steps, report)
+        image = optimize(model, image, targets, loss_weights, lr, steps, report, optimizer)
         if all(p.outcome is not None for p in prepared):
             break
     for p, im in zip(prepared, np.asarray(image)):

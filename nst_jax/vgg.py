@@ -3,6 +3,11 @@
 The model takes images already preprocessed for the weights in use (see
 `nst_jax.weights.Weights.preprocess`) and returns the activations of the
 layers asked for, computing nothing past the deepest of them.
+
+Each convolution runs one of two algorithms (`VGG.winograd_layers`): XLA's own convolution,
+or Winograd's F(2x2, 3x3) (`nst_jax.winograd`), which is faster on CPUs for the deep layers.
+Both take the kernel in a form made once per model by `prepare` (the "prepared" collection);
+without it they derive that form from the kernel on every call.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from nst_jax import winograd
+from nst_jax.layers import backward_kernel, conv3x3, max_pool_2x2
 
 # Convolutions per block; a 2x2 max-pool (stride 2) sits between blocks.
 BLOCK_DEPTHS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
@@ -40,6 +48,49 @@ def layer_shapes(arch: str) -> dict[str, tuple[int, int, int, int]]:
     return shapes
 
 
+# Winograd's transforms read and write 4x the layer's input; below this many output channels
+# (blocks 1-2) that memory traffic costs more than the multiplications saved (2-core Zen 4, 256
+# and 512 px: BENCHMARKS.md).
+CPU_WINOGRAD_MIN_CHANNELS = 256
+
+
+def default_winograd_layers(arch: str, backend: str | None = None) -> tuple[str, ...]:
+    """The layers that run Winograd convolutions on `backend` (default: JAX's): on CPU those
+    with at least CPU_WINOGRAD_MIN_CHANNELS outputs; elsewhere none (cuDNN picks its own)."""
+    if (backend or jax.default_backend()) != "cpu":
+        return ()
+    return tuple(n for n, shape in layer_shapes(arch).items() if shape[-1] >= CPU_WINOGRAD_MIN_CHANNELS)
+
+
+def prepare(params: dict, winograd_layers: Sequence[str] = ()) -> dict:
+    """``{"prepared": {layer: {"kernel": ...}}}``: each kernel in the form its algorithm uses
+    (Winograd-transformed, or flipped for the input gradient); merge into the variables."""
+    return {"prepared": {
+        name: {"kernel": (winograd.transform_kernel if name in winograd_layers else backward_kernel)(
+            jnp.asarray(p["kernel"]))}
+        for name, p in params["params"].items()}}
+
+
+class Conv3x3(nn.Module):
+    """SAME 3x3 convolution + bias; the input gradient only (the weights are constants here)."""
+
+    features: int
+    winograd: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (3, 3, x.shape[-1], self.features))
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+        if self.has_variable("prepared", "kernel"):
+            prepared = self.get_variable("prepared", "kernel")
+        else:
+            prepared = (winograd.transform_kernel if self.winograd else backward_kernel)(kernel)
+        kernel, prepared = kernel.astype(self.dtype), prepared.astype(self.dtype)
+        y = winograd.conv3x3(x, prepared) if self.winograd else conv3x3(x, kernel, prepared)
+        return y + bias.astype(self.dtype)
+
+
 class VGG(nn.Module):
     """VGG conv stack.
 
@@ -47,10 +98,13 @@ class VGG(nn.Module):
       arch: ``"vgg16"`` or ``"vgg19"``.
       dtype: dtype the convolutions compute in (``bfloat16`` for mixed precision);
         activations are returned in this dtype, parameters stay float32.
+      winograd_layers: names of the layers computed by Winograd's algorithm
+        (`default_winograd_layers` gives the fastest choice per backend).
     """
 
     arch: str = "vgg19"
     dtype: jnp.dtype = jnp.float32
+    winograd_layers: tuple[str, ...] = ()
 
     @nn.compact
     def __call__(self, x: jax.Array, layers: Sequence[str]) -> dict[str, jax.Array]:
@@ -72,8 +126,8 @@ class VGG(nn.Module):
         x = x.astype(self.dtype)
         for name in names[: deepest + 1]:
             if name.endswith("_conv1") and name != "block1_conv1":
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
-            conv = nn.Conv(shapes[name][-1], (3, 3), padding="SAME", name=name, dtype=self.dtype)
+                x = max_pool_2x2(x)
+            conv = Conv3x3(shapes[name][-1], name in self.winograd_layers, self.dtype, name=name)
             x = nn.relu(conv(x))
             if name in layers:
                 out[name] = x

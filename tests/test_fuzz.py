@@ -137,9 +137,10 @@ json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=10)
 
 OPTION_NAMES = ["size", "steps", "content_weight", "style_weight", "tv_weight", "lr", "init", "seed",
-                "preserve_color", "multiscale", "style_blend"]
+                "preserve_color", "multiscale", "style_blend", "optimizer"]
 option_values = st.one_of(json_scalars, st.integers(-10, 2000), st.sampled_from([32, 33, 64, 1024, 1025]),
-                          st.lists(st.floats(allow_nan=True), max_size=9), st.sampled_from(["noise", "content"]))
+                          st.lists(st.floats(allow_nan=True), max_size=9),
+                          st.sampled_from(["noise", "content", "adam", "lbfgs"]))
 options = st.one_of(
     st.dictionaries(st.sampled_from(OPTION_NAMES), option_values, max_size=6),
     st.dictionaries(st.one_of(st.sampled_from(OPTION_NAMES), st.text(max_size=8)), json_values, max_size=4),

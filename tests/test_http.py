@@ -143,6 +143,15 @@ def test_odd_but_valid_images_are_stylized(client, name):
 
 # --- streaming -------------------------------------------------------------------
 
+def test_stream_with_lbfgs_reaches_the_total(client):
+    r = client.post("/stylize", json={**body(steps=3, optimizer="lbfgs"), "stream": True})
+    assert r.status_code == 200, r.data
+    lines = ndjson(r)
+    progress, last = lines[:-1], lines[-1]
+    assert progress and progress[-1]["step"] == progress[-1]["total"] == 3 and "preview" in progress[-1]
+    assert last["type"] == "result" and last["options"]["optimizer"] == "lbfgs"
+
+
 def test_stream_reports_progress_then_the_result(client):
     r = client.post("/stylize", json={**body(steps=3), "stream": True})
     assert r.status_code == 200
@@ -264,6 +273,7 @@ def test_bad_fields_are_400_naming_the_field(client, payload, code, field):
     ({"style_weight": -1}, "style_weight"),
     ({"lr": 0}, "lr"),
     ({"init": "random"}, "init"),
+    ({"optimizer": "sgd"}, "optimizer"),
     ({"preserve_color": "yes"}, "preserve_color"),
     ({"colour": 1}, "colour"),
 ])

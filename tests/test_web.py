@@ -101,7 +101,8 @@ def test_stylize_from_the_page(page, pictures, artifacts):
         page.get_by_role("button", name="Stylize").click()
     request = sent.value.post_data_json
     assert request["stream"] is True and request["content_image"].startswith("data:image/png;base64,")
-    assert request["options"] == {"size": 48, "steps": 3, "style_weight": 10 * Options().style_weight}
+    assert request["options"] == {"size": 48, "steps": 3, "style_weight": 10 * Options().style_weight,
+                                  "optimizer": Options().optimizer}
 
     result = page.get_by_alt_text("result")
     result.wait_for(state="visible", timeout=120_000)
@@ -116,6 +117,17 @@ def test_stylize_from_the_page(page, pictures, artifacts):
     assert page.get_by_role("alert").is_hidden()
     assert page.get_by_role("button", name="Stylize").is_enabled()
     page.screenshot(path=str(artifacts / "web-result.png"), full_page=True)
+
+
+def test_the_optimizer_can_be_chosen(page, pictures):
+    choose(page, pictures["content"], pictures["style"])
+    optimizer = page.get_by_label("Optimizer")
+    optimizer.select_option("lbfgs")  # enabled once the page has the defaults
+    with page.expect_request("**/stylize") as sent:
+        page.get_by_role("button", name="Stylize").click()
+    assert sent.value.post_data_json["options"]["optimizer"] == "lbfgs"
+    page.get_by_alt_text("result").wait_for(state="visible", timeout=120_000)
+    assert page.locator("progress").evaluate("p => p.value === p.max && p.max === 3")
 
 
 def test_a_server_error_is_shown(page, pictures, artifacts):

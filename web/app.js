@@ -65,6 +65,7 @@ function showSettings() {
 function options() {
   const chosen = { size: Number($("size").value), steps: Number($("steps").value) };
   if (defaults) chosen.style_weight = defaults.style_weight * styleFactor();
+  if (!$("optimizer").disabled) chosen.optimizer = $("optimizer").value;
   return chosen;
 }
 
@@ -79,6 +80,10 @@ async function loadConfig() {
     $("size").max = config.limits.max_size;
     $("steps").max = config.limits.max_steps;
     $("strength").disabled = false;
+    if ("optimizer" in defaults) { // an older function rejects the option: then the select stays disabled
+      $("optimizer").value = defaults.optimizer;
+      $("optimizer").disabled = false;
+    }
     showSettings();
   } catch (_) {
     // Unreachable or old function: keep the page's bounds, leave the strength at the default.
