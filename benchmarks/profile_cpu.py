@@ -9,8 +9,8 @@ idle machine, "median" what a shared machine gives):
              library's Winograd F(2x2, 3x3) (`nst_jax.winograd`) and PyTorch (oneDNN);
   breakdown  one step's time by kind of XLA operation (jax.profiler trace with XLA's per-op
              TraceMe; thread time, so it can exceed the wall time), and PyTorch's top operators;
-  variants   the library's step (`run_one_step`) against the same step without Winograd
-             layers, the `run_steps` (fori_loop) form, and PyTorch;
+  variants   the library's loop (`transfer.optimize`) against one compiled call per step, the
+             library without Winograd layers, and PyTorch;
   flags      the step under XLA_FLAGS variants, each in a child process, in turns (the
              library turns XLA's concurrency-optimized scheduler off unless XLA_FLAGS names it).
 """
@@ -162,21 +162,22 @@ def breakdown(model, content, style, size: int, steps: int) -> None:
 def variants(model, content, style, size: int, steps: int, repeats: int) -> None:
     run = common.JaxStylizer(model, common.at_size(content, size), common.at_size(style, size))
     direct = nst_jax.model.from_weights(model.weights, winograd_layers=())
+    one_step = jax.jit(transfer.adam_step, static_argnames=("net",), donate_argnums=(0,))
     image = run.content
 
-    def library(model, loop):
-        args = (model.net, model.params, model.input_scale, model.input_offset, run.targets, run.loss_weights, run.lr)
-
+    def library(model):
         def run_n(n):
-            carry = (jnp.array(image), transfer.ADAM.init(image))
-            if loop:
-                carry, loss = transfer.run_steps(carry, n, *args)
-                float(loss[0])
-            for _ in range(0 if loop else n):
-                carry, loss = transfer.run_one_step(carry, *args)
-                float(loss[0])
-            return carry[0]
+            return transfer.optimize(model, jnp.array(image), run.targets, run.loss_weights, run.lr, n,
+                                     lambda *_: True)
         return run_n
+
+    def step_by_step(n):
+        carry = (jnp.array(image), transfer.ADAM.init(image))
+        for _ in range(n):
+            carry, loss = one_step(carry, model.net, model.params, model.input_scale, model.input_offset,
+                                   run.targets, run.loss_weights, run.lr)
+            float(loss[0])
+        return carry[0]
 
     trun = torch_reference.TorchStylizer(torch_reference.TorchVGG(model.weights),
                                          common.at_size(content, size), common.at_size(style, size))
@@ -186,17 +187,16 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
         return trun.result()[None]
 
     winograd = ", ".join(model.net.winograd_layers) or "none"
-    runs = {"library (`run_one_step`)": library(model, False),
-            "library without Winograd": library(direct, False),
-            "`run_steps` (fori_loop)": library(model, True),
-            "PyTorch (`torch_reference`)": pytorch}
+    base = "library (`transfer.optimize`)"
+    runs = {base: library(model), "one compiled call per step": step_by_step,
+            "library without Winograd": library(direct), "PyTorch (`torch_reference`)": pytorch}
     ms = best_of({name: functools.partial(f, steps) for name, f in runs.items()}, repeats)
     print(f"\n### Step variants at {size} px (Winograd layers: {winograd}), XLA_FLAGS "
-          f"`{os.environ['XLA_FLAGS'].strip()}`: {steps} steps per call, {repeats} repeats in turns (ms per step)\n")
+          f"`{os.environ['XLA_FLAGS'].strip()}`: {steps} steps per run, {repeats} repeats in turns (ms per step)\n")
     print("| variant | min | median | vs library (medians of pairs) | vs PyTorch |\n" + "|---" * 5 + "|")
     for name in runs:
-        ratios = [statistics.median(a / b for a, b in zip(ms[name], ms[base]))
-                  for base in ("library (`run_one_step`)", "PyTorch (`torch_reference`)")]
+        ratios = [statistics.median(a / b for a, b in zip(ms[name], ms[other]))
+                  for other in (base, "PyTorch (`torch_reference`)")]
         print(f"| {name} | {min(ms[name]) / steps:.0f} | {statistics.median(ms[name]) / steps:.0f} "
               f"| {ratios[0]:.2f} | {ratios[1]:.2f} |")
 

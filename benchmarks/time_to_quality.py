@@ -10,8 +10,7 @@ Adam and L-BFGS-B runs are `nst_jax.stylize` itself (default options, `--steps` 
 compiles every shape. The multi-scale curve shows
 its last scale only -- the full size, so its losses are comparable -- starting at the time
 the coarser scales took. The library's L-BFGS-B keeps the pixels in [0, 1] with true bounds
-and calls one compiled value-and-gradient per evaluation from Python, the form in which
-XLA:CPU runs the network fastest (see `nst_jax.transfer.run_one_step`). optax's L-BFGS works
+and calls one compiled value-and-gradient per evaluation from Python (`nst_jax.transfer.loss_and_grad`). optax's L-BFGS works
 on unconstrained pixels x and minimises the loss of clip(x, 0, 1) (the box enters through the
 objective, so that the line search and the curvature pairs see one consistent function), and
 the image it delivers is clip(x); it runs the whole iteration, line search included, as one
@@ -64,7 +63,7 @@ def stylize_curve(model, content, style, options) -> tuple[Curve, float, np.ndar
     last = [(p.elapsed, p.loss) for p in reports if p.scale == p.scales - 1]
     coarse = max((p.elapsed for p in reports if p.scale < p.scales - 1), default=0.0)
     full_shape = (1, *reports[-1].shape, 3)
-    return last, coarse, result, evaluations[full_shape] if options.optimizer == "lbfgs" else len(last)
+    return last, coarse, result, evaluations[full_shape] if options.optimizer == "lbfgs" else options.steps
 
 
 def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:

@@ -90,16 +90,11 @@ def adam_step(carry, net, params, input_scale, input_offset, targets, loss_weigh
 
 
 @functools.partial(jax.jit, static_argnames=("net",), donate_argnums=(0,))
-def run_one_step(carry, net, params, input_scale, input_offset, targets, loss_weights, lr):
-    """One step per call: the fastest form on XLA:CPU, where convolutions inside a
-    compiled loop body ran ~2.5x slower than the same convolutions at top level."""
-    return adam_step(carry, net, params, input_scale, input_offset, targets, loss_weights, lr)
-
-
-@functools.partial(jax.jit, static_argnames=("net",), donate_argnums=(0,))
 def run_steps(carry, n_steps, net, params, input_scale, input_offset, targets, loss_weights, lr):
-    """`n_steps` (traced: one program for every chunk length) steps inside one compiled loop;
-    the form for accelerators, where per-step dispatch would leave the device idle."""
+    """`n_steps` (traced: one program for every chunk length) steps inside one compiled loop.
+    Returns the new carry and the (N,) losses of the last step. On accelerators per-step
+    dispatch would leave the device idle; on XLA:CPU the loop is as fast per step as one compiled
+    call per step, or faster (BENCHMARKS.md)."""
     def body(_, state):
         carry, _ = state
         return adam_step(carry, net, params, input_scale, input_offset, targets, loss_weights, lr)
@@ -109,17 +104,18 @@ def run_steps(carry, n_steps, net, params, input_scale, input_offset, targets, l
 @functools.partial(jax.jit, static_argnames=("net",))
 def loss_and_grad(image, net, params, input_scale, input_offset, targets, loss_weights):
     """For L-BFGS: (total loss summed over the batch, its gradient (N, H, W, 3), per-image
-    weighted losses (N,)) at `image` (N, H, W, 3). One compiled call per loss evaluation:
-    top-level convolutions are what XLA:CPU runs fastest (see `run_one_step`)."""
+    weighted losses (N,)) at `image` (N, H, W, 3). One compiled call per loss evaluation; SciPy's
+    line search runs on the host between them."""
     (total, terms), grad = jax.value_and_grad(objective, has_aux=True)(
         image, net, params, input_scale, input_offset, targets, loss_weights)
     return total, grad, jnp.sum(terms * loss_weights, axis=-1)
 
 
-def steps_per_call(backend: str | None = None) -> int | None:
-    """How many steps one compiled call runs on `backend`: 1 on CPU (see `run_one_step`),
-    None on accelerators meaning "everything up to the next progress report"."""
-    return 1 if (backend or jax.default_backend()) == "cpu" else None
+# Steps per compiled call are sized so that a report (and a chance to stop: a cancelled
+# request, a deadline) comes about this often, and at least every 1/20 of the run. Longer
+# calls are a little faster on CPU too (512 px: 1.29 s per step one step per call, 1.23 s two,
+# 1.17 s six), so this is seconds, not a fraction of one.
+REPORT_EVERY_S = 3.0
 
 
 MIN_SIDE = 32  # px: block5 sits behind four 2x2 pools, so a shorter side would leave it empty
@@ -194,17 +190,17 @@ def optimize(model: Model, image: jax.Array, targets: dict, loss_weights: jax.Ar
     if optimizer == "lbfgs":
         return _lbfgs(image, args, n_steps, report)
     carry = (image, ADAM.init(image))
-    chunk = steps_per_call() or max(1, n_steps // 20)
-    done = 0
+    done, chunk = 0, 1  # the first call compiles: time the next ones
     while done < n_steps:
         n = min(chunk, n_steps - done)
-        if n == 1:
-            carry, losses_ = run_one_step(carry, *args, lr)
-        else:
-            carry, losses_ = run_steps(carry, n, *args, lr)
+        start = time.perf_counter()
+        carry, losses_ = run_steps(carry, n, *args, lr)
+        losses_ = np.asarray(losses_)  # waits for the device
+        seconds = time.perf_counter() - start
         done += n
-        if not report(done, np.asarray(losses_), carry[0]):
+        if not report(done, losses_, carry[0]):
             break
+        chunk = max(1, min(n_steps // 20, int(n * REPORT_EVERY_S / max(seconds, 1e-6))))
     return carry[0]
 
 

@@ -215,7 +215,8 @@ def test_the_work_stops_when_the_client_goes_away(client, function_module, monke
     r.close()  # what the server does when the connection drops
     assert record["done"].wait(60), "the stylization did not stop"
     assert isinstance(record["error"], errors.Cancelled)
-    assert record["step"] < 20
+    # It stops at the next report: at most 1/20 of the run (or ~3 s of steps) after the first.
+    assert record["step"] <= 1 + 2 * 1000 // 20
 
 
 # --- request mistakes ------------------------------------------------------------
