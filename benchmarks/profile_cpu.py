@@ -11,8 +11,7 @@ idle machine, "median" what a shared machine gives):
              TraceMe; thread time, so it can exceed the wall time), and PyTorch's top operators;
   variants   the library's loop (`transfer.optimize`) against one compiled call per step, the
              library without Winograd layers, and PyTorch;
-  flags      the step under XLA_FLAGS variants, each in a child process, in turns (the
-             library turns XLA's concurrency-optimized scheduler off unless XLA_FLAGS names it).
+  flags      the step under XLA_FLAGS variants, each in a child process, in turns.
 """
 
 from __future__ import annotations
@@ -49,8 +48,8 @@ from nst_jax import transfer, winograd  # noqa: E402
 from nst_jax.vgg import layer_names, layer_shapes  # noqa: E402
 
 FLAG_VARIANTS = {
-    "library default (YNNPACK; concurrency-optimized scheduler off)": "",
-    "concurrency-optimized scheduler on (XLA's default)": "--xla_cpu_enable_concurrency_optimized_scheduler=true",
+    "default (YNNPACK convs and dots)": "",
+    "no concurrency-optimized scheduler": "--xla_cpu_enable_concurrency_optimized_scheduler=false",
     "YNNPACK off (Eigen)": "--xla_cpu_experimental_ynn_fusion_type=",
     "YNNPACK convs only": "--xla_cpu_experimental_ynn_fusion_type=individual_convolution",
     "YNNPACK off, oneDNN on": "--xla_cpu_experimental_ynn_fusion_type= --xla_cpu_use_onednn=true",

@@ -138,18 +138,18 @@ def main(argv=None) -> None:
     targets = transfer.make_targets(model, full[None], [style], np.ones(1), options.size)
     final_loss = functools.partial(loss_of, model, targets, options, full.shape[:2])
 
-    single, _, single_result, _ = stylize_curve(model, content, style, options)
-    multi, coarse_s, multi_result, _ = stylize_curve(model, content, style,
-                                                     dataclasses.replace(options, multiscale=True))
+    single, _, single_result, evaluations_single = stylize_curve(model, content, style, options)
+    multi, coarse_s, multi_result, evaluations_multi = stylize_curve(model, content, style,
+                                                                     dataclasses.replace(options, multiscale=True))
     lbfgsb, _, lbfgsb_result, evaluations_b = stylize_curve(model, content, style,
                                                             dataclasses.replace(options, optimizer="lbfgs"))
     adam_time, adam_final = single[-1][0], final_loss(single_result)
     lbfgs, evaluations, lbfgs_result = lbfgs_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
 
     rows = {  # curve, result, loss evaluations, seconds before the first of them
-        "Adam, single scale": (single, single_result, len(single), 0.0),
+        "Adam, single scale": (single, single_result, evaluations_single, 0.0),
         f"Adam, multi-scale (last scale; coarser ones took {coarse_s:.0f} s)":
-            (multi, multi_result, len(multi), coarse_s),
+            (multi, multi_result, evaluations_multi, coarse_s),
         "L-BFGS-B (`optimizer=\"lbfgs\"`, SciPy, bounds)": (lbfgsb, lbfgsb_result, evaluations_b, 0.0),
         "L-BFGS (optax, zoom line search)": (lbfgs, lbfgs_result, evaluations, 0.0),
     }

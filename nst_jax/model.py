@@ -22,15 +22,6 @@ import numpy as np
 from nst_jax import weights as weights_io
 from nst_jax.vgg import VGG, default_winograd_layers, prepare
 
-# XLA:CPU's concurrency-optimized scheduler runs independent operations side by side (a layer's
-# convolution next to the previous layer's Gram matrix); on a few cores they fight over the same
-# threads, and a step is ~6 % slower than run in order (BENCHMARKS.md). XLA reads XLA_FLAGS when
-# its first backend starts, which is after this import in every entry point; a value the user
-# set wins.
-_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler"
-if _SCHEDULER_FLAG not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_SCHEDULER_FLAG}=false".strip()
-
 
 @dataclass(frozen=True, eq=False)
 class Model:
