@@ -346,8 +346,10 @@ class Job:
         self.last_preview = -math.inf
 
     def key(self):
-        """Requests with equal keys may run in one batch: same model, shapes, steps and optimizer."""
-        return self.model, transfer.batch_key(self.work)
+        """Requests with equal keys may run in one batch: same model and `transfer.batch_key`;
+        None (never batched) where that is None."""
+        key = transfer.batch_key(self.work)
+        return None if key is None else (self.model, key)
 
     def check_time(self) -> None:
         now = time.monotonic()

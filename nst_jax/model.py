@@ -80,7 +80,7 @@ def from_weights(w: weights_io.Weights, dtype=jnp.float32, winograd_layers: Sequ
     return Model(
         weights=w,
         net=VGG(arch=w.arch, dtype=dtype, winograd_layers=tuple(winograd_layers)),
-        params={**params, **prepare(params, winograd_layers)},
+        params={**params, **prepare(params, tuple(winograd_layers))},
         input_scale=jnp.asarray(scale.copy()),
         input_offset=jnp.asarray(offset.copy()),
     )

@@ -261,12 +261,13 @@ def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tupl
     return tuple(working_shape(*content_shape[:2], s) for s in working_sizes(options))
 
 
-def batch_key(job: Job) -> tuple:
+def batch_key(job: Job) -> tuple | None:
     """Jobs with equal keys can run together in one batch: Adam jobs of the same shapes at every
-    scale and the same steps. An L-BFGS job's key is its own, so that its result never depends
-    on what it was batched with."""
-    optimizer = job.options.optimizer if job.options.optimizer == "adam" else (job.options.optimizer, id(job))
-    return scale_shapes(job.content.shape, job.options), job.options.steps, optimizer
+    scale and the same steps. None for a job that runs alone: L-BFGS would share one line search
+    across a batch, and a result must not depend on what it was batched with."""
+    if job.options.optimizer != "adam":
+        return None
+    return scale_shapes(job.content.shape, job.options), job.options.steps
 
 
 @dataclass
@@ -306,10 +307,11 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     the returned list holds the exception instead of an image. The batch ends early when
     every job has stopped. Returns, per job, (H', W', 3) float32 in [0, 1] or an exception.
     """
-    if len({batch_key(job) for job in jobs}) != 1:
-        raise ValueError("jobs of one batch need the same batch_key")
-    shapes, steps, _ = batch_key(jobs[0])
-    optimizer = jobs[0].options.optimizer
+    keys = {batch_key(job) for job in jobs}
+    if len(jobs) > 1 and (len(keys) != 1 or None in keys):
+        raise ValueError("jobs of one batch need the same batch_key, not None")
+    first = jobs[0].options
+    shapes, steps, optimizer = scale_shapes(jobs[0].content.shape, first), first.steps, first.optimizer
     model = model or load_model()
     prepared = [_Prepared.of(job) for job in jobs]
     loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]

@@ -12,6 +12,7 @@ without it they derive that form from the kernel on every call.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -62,13 +63,19 @@ def default_winograd_layers(arch: str, backend: str | None = None) -> tuple[str,
     return tuple(n for n, shape in layer_shapes(arch).items() if shape[-1] >= CPU_WINOGRAD_MIN_CHANNELS)
 
 
-def prepare(params: dict, winograd_layers: Sequence[str] = ()) -> dict:
-    """``{"prepared": {layer: {"kernel": ...}}}``: each kernel in the form its algorithm uses
-    (Winograd-transformed, or flipped for the input gradient); merge into the variables."""
-    return {"prepared": {
-        name: {"kernel": (winograd.transform_kernel if name in winograd_layers else backward_kernel)(
-            jnp.asarray(p["kernel"]))}
-        for name, p in params["params"].items()}}
+def prepared_kernel(kernel: jax.Array, use_winograd: bool) -> jax.Array:
+    """The HWIO `kernel` in the form its algorithm uses: Winograd-transformed (16, C, K), or
+    flipped for the input gradient (3, 3, K, C)."""
+    return winograd.transform_kernel(kernel) if use_winograd else backward_kernel(kernel)
+
+
+@functools.partial(jax.jit, static_argnames="winograd_layers")
+def prepare(params: dict, winograd_layers: tuple[str, ...] = ()) -> dict:
+    """``{"prepared": {layer: {"kernel": prepared_kernel(...)}}}`` for every layer of `params`,
+    to merge into the variables. One compiled program (not one per layer and operation: that
+    took ~1 s of a cold start)."""
+    return {"prepared": {name: {"kernel": prepared_kernel(p["kernel"], name in winograd_layers)}
+                         for name, p in params["params"].items()}}
 
 
 class Conv3x3(nn.Module):
@@ -85,9 +92,11 @@ class Conv3x3(nn.Module):
         if self.has_variable("prepared", "kernel"):
             prepared = self.get_variable("prepared", "kernel")
         else:
-            prepared = (winograd.transform_kernel if self.winograd else backward_kernel)(kernel)
-        kernel, prepared = kernel.astype(self.dtype), prepared.astype(self.dtype)
-        y = winograd.conv3x3(x, prepared) if self.winograd else conv3x3(x, kernel, prepared)
+            prepared = prepared_kernel(kernel, self.winograd)
+        if self.winograd:
+            y = winograd.conv3x3(x, prepared)  # computes in x's dtype
+        else:
+            y = conv3x3(x, kernel.astype(self.dtype), prepared.astype(self.dtype))
         return y + bias.astype(self.dtype)
 
 

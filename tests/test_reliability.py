@@ -348,13 +348,17 @@ def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(f
 def test_incompatible_requests_are_not_batched_together(function, monkeypatch):
     client, module = function(NEURASTYLE_MAX_BATCH=4)
     spy, first = hold_the_slot(client, module, monkeypatch, per_job(FakeStylize()))
-    queued = queue_up(client, module, [body(size=32), body(size=64), body(size=32), body(size=32, steps=2)])
+    lbfgs = body(size=32, optimizer="lbfgs")
+    queued = queue_up(client, module, [body(size=32), lbfgs, body(size=64), body(size=32), lbfgs,
+                                       body(size=32, steps=2)])
     spy.first.set()
     assert first[0].result(30).status_code == 200
     assert all(f.result(30).status_code == 200 for f in queued)
-    # the two 32 px, 1 step requests together; the 64 px one and the 2-step one each alone, in order
-    assert [[(o.size, o.steps) for o in call] for call in spy.calls] == [
-        [(32, 1)], [(32, 1), (32, 1)], [(64, 1)], [(32, 2)]]
+    # the two 32 px, 1 step Adam requests together; the 64 px one, the 2-step one and each
+    # L-BFGS one (never batched, even with an equal request) alone, in order
+    assert [[(o.size, o.steps, o.optimizer) for o in call] for call in spy.calls] == [
+        [(32, 1, "adam")], [(32, 1, "adam"), (32, 1, "adam")], [(32, 1, "lbfgs")], [(64, 1, "adam")],
+        [(32, 1, "lbfgs")], [(32, 2, "adam")]]
     assert module.ADMISSION.stats()["running"] == 0
 
 
