@@ -7,6 +7,7 @@ $NEURASTYLE_TEST_ARTIFACTS (default: a pytest temporary folder).
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -89,6 +90,25 @@ def choose(page, content: Path, style: Path, size: int = 48, steps: int = 3) -> 
     page.get_by_label("Steps").fill(str(steps))
 
 
+def serve_config(page, live_server, config: dict) -> None:
+    """Reloads the page with GET config answered by `config`, as another deployment would."""
+    page.route("**/config", lambda route: route.fulfill(json=config))
+    page.goto(live_server.url + "/")
+
+
+def answer_stylize(page, status: int, body: str, content_type: str = "application/json") -> list[dict]:
+    """Answers the page's stylize requests with `body` in place of the server; returns the
+    list their JSON bodies go to."""
+    sent = []
+
+    def answer(route):
+        sent.append(route.request.post_data_json)
+        route.fulfill(status=status, content_type=content_type, body=body)
+
+    page.route("**/stylize", answer)
+    return sent
+
+
 def test_stylize_from_the_page(page, pictures, artifacts):
     choose(page, pictures["content"], pictures["style"])
     for kind in ("Content", "Style"):
@@ -167,3 +187,133 @@ def test_images_can_be_dropped_onto_the_pickers(page, pictures):
     preview = page.get_by_alt_text("Content image preview")
     preview.wait_for(state="visible")
     assert preview.evaluate("img => img.naturalWidth") == 60
+
+
+def test_a_built_in_style_can_be_chosen(page, live_server, pictures, artifacts):
+    presets = page.request.get(live_server.url + "/config").json().get("style_presets")
+    assert presets, "GET config lists no built-in styles"
+    page.wait_for_function(  # every thumbnail is served
+        "n => [...document.querySelectorAll('#presets img')].filter(i => i.naturalWidth > 0).length === n",
+        arg=len(presets))
+    preset = presets[-1]
+    page.get_by_label("Content image").set_input_files(pictures["content"])
+    page.get_by_role("radio", name=preset["title"]).check()
+    preview = page.get_by_alt_text("Style image preview")
+    preview.wait_for(state="visible")
+    assert preview.evaluate("img => img.naturalWidth") > 0
+    assert page.locator("#style-credit").inner_text() == f"{preset['title']}, {preset['painter']}, {preset['year']}"
+    page.get_by_label("Size").fill("48")
+    page.get_by_label("Steps").fill("3")
+    with page.expect_request("**/stylize") as sent:
+        page.get_by_role("button", name="Stylize").click()
+    request = sent.value.post_data_json
+    assert request["style_preset"] == preset["name"] and "style_image" not in request
+
+    page.get_by_alt_text("Stylized result").wait_for(state="visible", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('#result-image').naturalWidth > 0")
+    assert page.get_by_alt_text("Stylized result").evaluate("img => [img.naturalWidth, img.naturalHeight]") == [48, 32]
+    assert page.get_by_role("alert").is_hidden()
+    page.screenshot(path=str(artifacts / "web-preset.png"), full_page=True)
+
+
+def test_a_file_replaces_the_built_in_style(page, live_server, pictures):
+    config = page.request.get(live_server.url + "/config").json()
+    painting = {"name": "shipwreck", "title": "The Shipwreck", "painter": "J. M. W. Turner", "year": 1805,
+                "url": "/styles/shipwreck.jpg"}
+    unknown = {**painting, "name": "sketch", "title": "A sketch", "painter": "", "year": None}
+    serve_config(page, live_server, {**config, "style_presets": [painting, unknown]})
+    sent = answer_stylize(page, 503, json.dumps({"error": {"code": "out_of_memory", "message": "out of memory"}}))
+    page.get_by_label("Content image").set_input_files(pictures["content"])
+    page.get_by_role("radio", name="A sketch").check()
+    assert page.locator("#style-credit").inner_text() == "A sketch"  # no painter or year to credit
+    radio = page.get_by_role("radio", name="The Shipwreck")
+    radio.check()
+    assert page.locator("#style-credit").inner_text() == "The Shipwreck, J. M. W. Turner, 1805"
+    page.get_by_label("Style image").set_input_files(pictures["style"])
+    assert not radio.is_checked()
+    assert page.locator("#style-credit").is_hidden()
+    preview = page.get_by_alt_text("Style image preview")
+    page.wait_for_function("() => document.querySelector('#style-preview').naturalWidth === 40")
+    assert preview.is_visible()
+    page.get_by_role("button", name="Stylize").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for(state="visible")
+    assert "out of memory" in alert.inner_text()
+    assert sent[0]["style_image"].startswith("data:image/jpeg;base64,") and "style_preset" not in sent[0]
+
+
+def test_the_settings_start_at_the_config_defaults(page, live_server):
+    config = page.request.get(live_server.url + "/config").json()
+    defaults, limits = config["defaults"], config["limits"]
+    page.wait_for_selector("#strength:enabled")  # the page has applied GET config
+    size, steps = page.get_by_label("Size"), page.get_by_label("Steps")
+    assert size.input_value() == str(defaults["size"])
+    assert [size.get_attribute("min"), size.get_attribute("max")] == [str(limits["min_size"]), str(limits["max_size"])]
+    assert steps.input_value() == str(defaults["steps"])
+    assert steps.get_attribute("max") == str(limits["max_steps"])
+    assert page.locator("#size-value").inner_text() == str(defaults["size"])
+    assert page.locator("#steps-value").inner_text() == str(defaults["steps"])
+    assert page.get_by_label("Optimizer").input_value() == defaults["optimizer"]
+
+
+def test_the_settings_follow_another_deployments_config(page, live_server, pictures):
+    """Other defaults and limits show as they are; options the page does not show stay the function's."""
+    config = page.request.get(live_server.url + "/config").json()
+    defaults = {**config["defaults"], "size": 200, "steps": 40, "content_layer": "block3_conv1"}
+    limits = {"min_size": 64, "max_size": 640, "max_steps": 100}
+    serve_config(page, live_server, {"defaults": defaults, "limits": limits})
+    sent = answer_stylize(page, 400, json.dumps({"error": {"code": "invalid_options", "message": "no"}}))
+    page.wait_for_selector("#strength:enabled")
+    size, steps = page.get_by_label("Size"), page.get_by_label("Steps")
+    assert size.input_value() == "200"  # not snapped to the slider's steps of 16 from 64
+    assert [size.get_attribute("min"), size.get_attribute("max")] == ["64", "640"]
+    assert [steps.input_value(), steps.get_attribute("max")] == ["40", "100"]
+    assert page.locator("#presets").is_hidden()
+    page.get_by_label("Content image").set_input_files(pictures["content"])
+    page.get_by_label("Style image").set_input_files(pictures["style"])
+    page.get_by_role("button", name="Stylize").click()
+    page.get_by_role("alert").wait_for(state="visible")
+    assert sent[0]["options"] == {"size": 200, "steps": 40, "style_weight": defaults["style_weight"],
+                                  "optimizer": defaults["optimizer"]}
+
+
+def test_without_config_the_page_keeps_its_own_settings(page, live_server, pictures):
+    """A function without GET config (or none reachable): the documented defaults, no extra options."""
+    page.route("**/config", lambda route: route.fulfill(status=404))
+    with page.expect_response("**/config"):
+        page.goto(live_server.url + "/")
+    sent = answer_stylize(page, 400, json.dumps({"error": {"code": "invalid_options", "message": "no"}}))
+    assert page.get_by_label("Size").input_value() == str(Options().size)
+    assert page.get_by_label("Steps").input_value() == str(Options().steps)
+    assert page.get_by_label("Style strength").is_disabled() and page.get_by_label("Optimizer").is_disabled()
+    page.get_by_label("Content image").set_input_files(pictures["content"])
+    page.get_by_label("Style image").set_input_files(pictures["style"])
+    page.get_by_role("button", name="Stylize").click()
+    page.get_by_role("alert").wait_for(state="visible")
+    assert sent[0]["options"] == {"size": Options().size, "steps": Options().steps}
+
+
+def test_an_error_while_streaming_is_shown(page, pictures):
+    lines = [{"type": "progress", "step": 1, "total": 3, "scale": 0, "scales": 1},
+             {"type": "error", "error": {"code": "deadline_exceeded", "message": "past the 300 s deadline"}}]
+    answer_stylize(page, 200, "".join(json.dumps(line) + "\n" for line in lines), "application/x-ndjson")
+    choose(page, pictures["content"], pictures["style"])
+    page.get_by_role("button", name="Stylize").click()
+    alert = page.get_by_role("alert")
+    alert.wait_for(state="visible")
+    assert "past the 300 s deadline" in alert.inner_text()
+    assert page.get_by_alt_text("Stylized result").is_hidden()
+    assert page.get_by_role("button", name="Stylize").is_enabled()
+
+
+def test_a_late_config_keeps_what_the_user_chose(page, live_server):
+    held = []  # GET config, answered only after the user moved the size
+    page.route("**/config", lambda route: held.append(route))
+    with page.expect_request("**/config"):
+        page.goto(live_server.url + "/")
+    page.get_by_label("Size").fill("48")
+    held[0].continue_()
+    page.wait_for_selector("#strength:enabled")
+    assert page.get_by_label("Size").input_value() == "48"
+    steps = page.request.get(live_server.url + "/config").json()["defaults"]["steps"]
+    assert page.get_by_label("Steps").input_value() == str(steps)

@@ -1,10 +1,13 @@
-// NeuraStyle page: pick two images, POST them with "stream": true, follow the NDJSON progress.
+// NeuraStyle page: pick a photo and a style (a file or a built-in painting), POST them with
+// "stream": true, follow the NDJSON progress.
 "use strict";
 
 
 const $ = (id) => document.getElementById(id);
 const picked = { content: null, style: null }; // promises of data: URLs
+let stylePreset = null; // name of the built-in painting chosen in place of a style file
 let defaults = null; // the function's option defaults (GET config); strength is log10 of a factor on style_weight
+const touched = new Set(); // ids of the settings the user moved, which a late GET config must not undo
 let controller = null; // AbortController of the request in flight
 let resultUrl = null;
 
@@ -16,18 +19,23 @@ function apiUrl() {
 
 // --- picking images ---------------------------------------------------------
 
-function pick(kind, file) {
-  if (!file) return;
+function showPreview(kind, src, name) {
+  const zone = $(kind + "-drop");
   const preview = $(kind + "-preview");
   if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
-  const hint = $(kind + "-drop").querySelector(".hint");
-  preview.onload = () => { preview.hidden = false; $(kind + "-drop").classList.add("has-image"); };
+  preview.onload = () => { preview.hidden = false; zone.classList.add("has-image"); };
   preview.onerror = () => {
     preview.hidden = true;
-    $(kind + "-drop").classList.remove("has-image");
-    hint.textContent = `No preview for ${file.name}`;
+    zone.classList.remove("has-image");
+    zone.querySelector(".hint").textContent = `No preview for ${name}`;
   };
-  preview.src = URL.createObjectURL(file);
+  preview.src = src;
+}
+
+function pick(kind, file) {
+  if (!file) return;
+  if (kind === "style") choosePreset(null);
+  showPreview(kind, URL.createObjectURL(file), file.name);
   picked[kind] = new Promise((resolve, reject) => {
     const reader = new FileReader();
     reader.onload = () => resolve(reader.result);
@@ -49,6 +57,54 @@ function setUpPicker(kind) {
   });
 }
 
+// "painter, year" of a built-in painting, leaving out what the function does not know.
+function byline(preset) {
+  return [preset.painter, preset.year].filter((part) => part).join(", ");
+}
+
+// A built-in painting (with its absolute `src`) as the style in place of a file; null: none.
+function choosePreset(preset) {
+  stylePreset = preset && preset.name;
+  for (const radio of $("presets").querySelectorAll("input")) {
+    radio.checked = radio.value === stylePreset;
+  }
+  const credit = $("style-credit");
+  credit.hidden = !preset;
+  if (!preset) return;
+  picked.style = null;
+  $("style-file").value = "";
+  showPreview("style", preset.src, preset.title);
+  const title = document.createElement("cite");
+  title.textContent = preset.title;
+  credit.replaceChildren(title, byline(preset) && `, ${byline(preset)}`);
+}
+
+// One radio button with a thumbnail per built-in painting; `base` is the URL their urls are relative to.
+function showPresets(presets, base) {
+  const box = $("presets");
+  for (const preset of presets) {
+    const src = new URL(preset.url, base).href;
+    const radio = document.createElement("input");
+    radio.type = "radio";
+    radio.name = "style-preset";
+    radio.value = preset.name;
+    radio.addEventListener("change", () => choosePreset({ ...preset, src }));
+    const thumb = document.createElement("img");
+    thumb.src = src;
+    thumb.alt = "";
+    const title = document.createElement("span");
+    title.textContent = preset.title;
+    const label = document.createElement("label");
+    label.className = "preset";
+    label.title = [preset.title, byline(preset)].filter((part) => part).join(", ");
+    label.append(radio, thumb, title);
+    box.append(label);
+  }
+  if (presets.length === 0) return;
+  box.hidden = false;
+  $("style-drop").querySelector(".hint").textContent = "Choose a file, drop it here or pick a painting";
+}
+
 // --- settings ----------------------------------------------------------------
 
 function styleFactor() {
@@ -62,32 +118,47 @@ function showSettings() {
   $("steps-value").textContent = $("steps").value;
 }
 
+// Only what the page shows: the function fills in its defaults for every other option.
 function options() {
   const chosen = { size: Number($("size").value), steps: Number($("steps").value) };
-  if (defaults) chosen.style_weight = defaults.style_weight * styleFactor();
+  if (!$("strength").disabled) chosen.style_weight = defaults.style_weight * styleFactor();
   if (!$("optimizer").disabled) chosen.optimizer = $("optimizer").value;
   return chosen;
 }
 
-// Option defaults and this deployment's limits, from GET config beside the API URL.
+// Bounds and starting value of a slider from GET config (missing ones keep the page's own).
+function setRange(id, min, max, value) {
+  const input = $(id);
+  if (Number.isFinite(min)) input.min = min;
+  if (Number.isFinite(max)) input.max = max;
+  if (!Number.isFinite(value) || touched.has(id)) return;
+  // A range snaps its value to min + k × step: keep the function's default reachable.
+  if ((value - Number(input.min)) % Number(input.step) !== 0) input.step = 1;
+  input.value = value;
+}
+
+// Option defaults, this deployment's limits and the built-in paintings, from GET config beside the API URL.
 async function loadConfig() {
+  const url = new URL("config", new URL(apiUrl(), location.href));
+  let config;
   try {
-    const response = await fetch(new URL("config", new URL(apiUrl(), location.href)));
+    const response = await fetch(url);
     if (!response.ok) return;
-    const config = await response.json();
-    defaults = config.defaults;
-    $("size").min = config.limits.min_size;
-    $("size").max = config.limits.max_size;
-    $("steps").max = config.limits.max_steps;
-    $("strength").disabled = false;
-    if ("optimizer" in defaults) { // an older function rejects the option: then the select stays disabled
-      $("optimizer").value = defaults.optimizer;
-      $("optimizer").disabled = false;
-    }
-    showSettings();
+    config = await response.json();
   } catch (_) {
-    // Unreachable or old function: keep the page's bounds, leave the strength at the default.
+    return; // Unreachable or old function: the page keeps its own defaults and bounds, no presets.
   }
+  defaults = config.defaults || {};
+  const limits = config.limits || {};
+  setRange("size", limits.min_size, limits.max_size, defaults.size);
+  setRange("steps", undefined, limits.max_steps, defaults.steps);
+  $("strength").disabled = !Number.isFinite(defaults.style_weight);
+  if ("optimizer" in defaults) { // an older function rejects the option: then the select stays disabled
+    $("optimizer").value = defaults.optimizer;
+    $("optimizer").disabled = false;
+  }
+  showSettings();
+  showPresets(config.style_presets || [], url);
 }
 
 // --- feedback ----------------------------------------------------------------
@@ -162,7 +233,7 @@ async function readLines(response, onEvent) {
 async function stylize(event) {
   event.preventDefault();
   $("error").hidden = true;
-  if (!picked.content || !picked.style) {
+  if (!picked.content || !(picked.style || stylePreset)) {
     showError("Pick a content image and a style image first.");
     return;
   }
@@ -186,7 +257,7 @@ async function stylize(event) {
       headers: { "Content-Type": "application/json" },
       body: JSON.stringify({
         content_image: images[0],
-        style_image: images[1],
+        ...(stylePreset ? { style_preset: stylePreset } : { style_image: images[1] }),
         options: options(),
         stream: true,
       }),
@@ -214,7 +285,9 @@ async function stylize(event) {
 document.addEventListener("DOMContentLoaded", () => {
   setUpPicker("content");
   setUpPicker("style");
-  for (const id of ["strength", "size", "steps"]) $(id).addEventListener("input", showSettings);
+  for (const id of ["strength", "size", "steps"]) {
+    $(id).addEventListener("input", () => { touched.add(id); showSettings(); });
+  }
   showSettings();
   loadConfig();
   $("form").addEventListener("submit", stylize);
