@@ -18,11 +18,13 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NEURASTYLE_WEIGHTS_DIR=/app/weights \
+    NEURASTYLE_WEB_DIR=/app/web \
     NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY nst_jax/ nst_jax/
+COPY functions/ functions/
 RUN pip install . \
  && if [ -n "$JAX_EXTRA" ]; then \
       pip install "jax[$JAX_EXTRA]==$(python -c 'import jax; print(jax.__version__)')"; \
@@ -31,7 +33,6 @@ RUN pip install . \
 # Download and convert the weights (cached in this layer); cache/ keeps the originals, drop it.
 RUN nst-jax weights fetch && rm -rf /app/weights/cache && ls -l /app/weights
 
-COPY functions/ functions/
 COPY web/ web/
 
 RUN useradd --system --uid 10001 neurastyle

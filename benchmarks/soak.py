@@ -50,7 +50,7 @@ def rss_mb(pid: int) -> float:
 
 
 class Server:
-    """`nst_jax.serve.serve` in a child process on a free loopback port."""
+    """`nst-jax serve` in a child process on a free loopback port."""
 
     def __init__(self, env: dict[str, str], log_path: Path):
         import socket
@@ -63,7 +63,7 @@ class Server:
                      "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
         self.log = open(log_path, "wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-c", f"from nst_jax.serve import serve; serve('127.0.0.1', {self.port})"],
+            [sys.executable, "-m", "nst_jax", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
             cwd=REPO_ROOT, env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:

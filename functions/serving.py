@@ -1,74 +1,51 @@
-"""Serving machinery for the HTTP function (main.py beside this file, target ``neurastyle``):
-admission control, request deadlines, graceful shutdown, and the server `nst-jax serve` runs.
+"""Serving machinery of the HTTP function (main.py, target ``neurastyle``): admission control,
+the life of one admitted stylization (deadline, progress stream, cancellation), the drain on
+SIGTERM, and the server `nst-jax serve` runs.
 
 `serve` runs the function the way functions-framework does in production (gunicorn, one
 worker process, so the model is loaded once and shared, threads for concurrent requests),
 with three changes:
 
 * enough threads for every admitted request to wait in line and still answer `/healthz`
-  and refusals at once (env THREADS overrides);
-* on SIGTERM the worker *drains*: requests already running finish (up to NEURASTYLE_DRAIN_S
+  and refusals at once (`Settings.server_threads`);
+* on SIGTERM the worker *drains*: requests already running finish (up to `Settings.drain_s`
   seconds, then they are stopped and answered 503), new and queued ones get 503
   ``shutting_down``, `/healthz` says 503, and then the process exits 0;
 * gunicorn's own grace period covers the drain.
-
-Settings (environment, read when the function is loaded):
-  NEURASTYLE_MAX_CONCURRENT   stylizations (batches) running at once (default 1)
-  NEURASTYLE_MAX_BATCH        most requests of one batch key run together in one slot (default 4; 1: no batching)
-  NEURASTYLE_MAX_QUEUE        more that may wait for a slot (default 8); beyond: 429 busy
-  NEURASTYLE_DEADLINE_S       a request's time limit, waiting included (default 300); 504 past it
-  NEURASTYLE_DRAIN_S          how long running requests may finish after SIGTERM (default 30)
 """
 
 from __future__ import annotations
 
+import base64
 import collections
+import functools
+import json
+import logging
 import math
-import os
+import queue
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from nst_jax.errors import NSTError
+from nst_jax import Options, Progress, errors, images, load_model
+from nst_jax.transfer import Job, batch_key, stylize_batch
+
+from functions.parsing import StylizeRequest
+from functions.presets import Presets
+from functions.settings import Settings
 
 TARGET = "neurastyle"
 RETRY_AFTER_MAX_S = 600
+PREVIEW_SIDE = 256  # px, longest side of streamed previews
+PREVIEW_INTERVAL_S = 0.5  # at most this often
+
+log = logging.getLogger("neurastyle")
+log.setLevel(logging.INFO)
+logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # stderr, unless logging is set up already
 
 
-def env_number(name: str, default: float) -> float:
-    value = os.environ.get(name)
-    if not value:
-        return default
-    try:
-        number = float(value)
-    except ValueError:
-        raise NSTError(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(number) or number < 0:
-        raise NSTError(f"{name}={value!r} must be a finite number >= 0")
-    return number
-
-
-def max_concurrent() -> int:
-    return max(1, int(env_number("NEURASTYLE_MAX_CONCURRENT", 1)))
-
-
-def max_batch() -> int:
-    return max(1, int(env_number("NEURASTYLE_MAX_BATCH", 4)))
-
-
-def max_queue() -> int:
-    return int(env_number("NEURASTYLE_MAX_QUEUE", 8))
-
-
-def deadline_s() -> float:
-    return env_number("NEURASTYLE_DEADLINE_S", 300)
-
-
-def drain_s() -> float:
-    return env_number("NEURASTYLE_DRAIN_S", 30)
-
-
-class Refused(NSTError):
+class Refused(errors.NSTError):
     """The server cannot take a request now; `retry_after` (seconds) says when to try again."""
 
     def __init__(self, message: str, code: str, retry_after: int):
@@ -78,51 +55,74 @@ class Refused(NSTError):
 
 # --- graceful shutdown ---------------------------------------------------------------
 
-_drain_deadline: float | None = None  # time.monotonic() by which running jobs must stop
+class Drain:
+    """Whether the process is shutting down: from `begin` on, new work is refused and running
+    work may go on until `deadline()`."""
 
+    def __init__(self):
+        self._deadline: float | None = None  # time.monotonic() by which running jobs must stop
 
-def begin_drain(seconds: float | None = None) -> None:
-    """Refuse new work from now on; running jobs may go on for `seconds` (NEURASTYLE_DRAIN_S)."""
-    global _drain_deadline
-    if _drain_deadline is None:
-        _drain_deadline = time.monotonic() + (drain_s() if seconds is None else seconds)
+    def begin(self, seconds: float) -> None:
+        if self._deadline is None:
+            self._deadline = time.monotonic() + seconds
 
+    def end(self) -> None:
+        """Take work again (for tests; a real server exits after draining)."""
+        self._deadline = None
 
-def end_drain() -> None:
-    """Take work again (for tests; a real server exits after draining)."""
-    global _drain_deadline
-    _drain_deadline = None
+    @property
+    def draining(self) -> bool:
+        return self._deadline is not None
 
+    def deadline(self) -> float:
+        return math.inf if self._deadline is None else self._deadline
 
-def draining() -> bool:
-    return _drain_deadline is not None
-
-
-def drain_deadline() -> float:
-    return math.inf if _drain_deadline is None else _drain_deadline
-
-
-def shutting_down() -> Refused:
-    return Refused("the server is shutting down; try again (another instance will answer)",
-                   "shutting_down", retry_after=1)
+    @staticmethod
+    def refusal() -> Refused:
+        return Refused("the server is shutting down; try again (another instance will answer)",
+                       "shutting_down", retry_after=1)
 
 
 # --- admission ------------------------------------------------------------------
+
+class Ticket:
+    """One admitted request, as `Admission` tracks it. `job` is what the batch runner gets
+    for this request; `key` says which requests may share a batch (equal keys; None: never)."""
+
+    def __init__(self):
+        self.state = "admitted"  # then "waiting", "running", "done"
+        self.batch: _Batch | None = None
+        self.index = 0  # in its batch
+        self.job = None
+        self.key = None
+
+
+class _Batch:
+    """Tickets that run together; tickets[0] is the leader, whose thread runs them."""
+
+    def __init__(self, tickets: list[Ticket]):
+        self.tickets = tickets
+        self.started = time.monotonic()
+        self.outcomes: list | None = None
+        self.finished = threading.Event()
+
 
 class Admission:
     """At most `max_running` batches at once and `max_waiting` more requests in line, first come
     first served; beyond that a request is refused at once (`busy`, with a Retry-After estimate).
 
+    A request is `admit`ted, `wait_turn`s for a slot, is `run`, and is `release`d (always).
     Batching: when a slot frees, the request at the head of the line takes it together with up
     to `max_batch - 1` other waiting requests of the same key (taken out of the line, the order
     of the rest kept). The head's thread (the leader) runs the batch, `run_batch(jobs) ->
     outcomes`, and hands each member its own outcome. A batch holds one slot; every request
-    still holds its own admission until `done`."""
+    still holds its own admission until released."""
 
-    def __init__(self, max_running: int = 1, max_waiting: int = 8, max_batch: int = 1):
+    def __init__(self, max_running: int = 1, max_waiting: int = 8, max_batch: int = 1, drain: Drain | None = None):
         if max_running < 1 or max_waiting < 0 or max_batch < 1:
             raise ValueError("max_running and max_batch must be >= 1 and max_waiting >= 0")
         self.max_running, self.max_waiting, self.max_batch = max_running, max_waiting, max_batch
+        self.drain = drain or Drain()
         self._cond = threading.Condition()
         self._admitted = 0  # tickets out: running, waiting, or still reading their request
         self._running = 0  # batches running, one slot each
@@ -130,29 +130,93 @@ class Admission:
         self._line: collections.deque[Ticket] = collections.deque()
         self._job_s = 10.0  # how long a batch takes, smoothed over the recent ones
 
-    @classmethod
-    def from_env(cls) -> Admission:
-        return cls(max_concurrent(), max_queue(), max_batch())
-
     def admit(self) -> Ticket:
+        """A ticket, or Refused (busy, shutting_down) at once."""
         with self._cond:
-            if draining():
-                raise shutting_down()
+            if self.drain.draining:
+                raise self.drain.refusal()
             if self._admitted >= self.max_running + self.max_waiting:
                 raise Refused(f"the server is busy ({self._running} running, {len(self._line)} waiting); "
                               "try again later", "busy", self._retry_after())
             self._admitted += 1
-        return Ticket(self)
+        return Ticket()
 
-    def _retry_after(self) -> int:
-        rounds = self._admitted / self.max_running  # jobs ahead, per slot (as if none were batched)
-        return max(1, min(RETRY_AFTER_MAX_S, math.ceil(self._job_s * rounds)))
+    def wait_turn(self, ticket: Ticket, deadline: float, job=None, key=None) -> None:
+        """Wait in line until `deadline` (time.monotonic()) for a slot: the ticket's own, as the
+        head of the line, or a place in the batch of a ticket ahead with the same `key`.
+
+        Raises: Refused (shutting_down), NSTError deadline_exceeded."""
+        ticket.job, ticket.key = job, key
+        with self._cond:
+            self._line.append(ticket)
+            ticket.state = "waiting"
+            try:
+                while ticket.batch is None and not (self._line[0] is ticket and self._running < self.max_running):
+                    if self.drain.draining:
+                        raise self.drain.refusal()
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise errors.NSTError("the request waited in line past its deadline; try again later "
+                                              "or ask for fewer steps", "deadline_exceeded")
+                    self._cond.wait(min(left, 0.25))
+            finally:
+                if ticket in self._line:  # a member was taken out of the line by its leader
+                    self._line.remove(ticket)
+                self._cond.notify_all()
+            if ticket.batch is None:
+                self._take_slot(ticket)
+
+    def run(self, ticket: Ticket, run_batch: Callable[[list], list]):
+        """The ticket's outcome, after `wait_turn`: what `run_batch` returned for its job (a
+        result, or the exception that stopped it alone), or the exception that failed the whole
+        batch. The leader calls `run_batch([jobs of the batch])`; the others wait for it."""
+        batch = ticket.batch
+        if batch is None:
+            raise RuntimeError("Admission.run before wait_turn")
+        if batch.tickets[0] is ticket:
+            outcomes: list = []
+            try:
+                outcomes = list(run_batch([t.job for t in batch.tickets]))
+                if len(outcomes) != len(batch.tickets):
+                    raise RuntimeError(f"run_batch gave {len(outcomes)} outcomes for {len(batch.tickets)} jobs")
+            except BaseException as e:  # noqa: BLE001  (every job of the batch failed; each is told)
+                outcomes = [e] * len(batch.tickets)
+            finally:
+                self._finish(batch, outcomes)
+        else:
+            batch.finished.wait()
+        return batch.outcomes[ticket.index]
+
+    def release(self, ticket: Ticket) -> None:
+        """Give the ticket's admission back (idempotent). A leader that never ran its batch fails it."""
+        with self._cond:
+            if ticket.state == "done":
+                return
+            batch = ticket.batch
+            if batch is not None and batch.tickets[0] is ticket and batch.outcomes is None:
+                self._finish(batch, [RuntimeError("the batch was not run")] * len(batch.tickets))
+            self._admitted -= 1
+            ticket.state = "done"
+            self._cond.notify_all()
 
     def stats(self) -> dict:
         with self._cond:
             return {"running": self._running, "running_jobs": self._running_jobs, "waiting": len(self._line),
                     "max_running": self.max_running, "max_waiting": self.max_waiting,
                     "max_batch": self.max_batch}
+
+    def admitted(self) -> int:
+        with self._cond:
+            return self._admitted
+
+    def waiting_jobs(self) -> list:
+        """The jobs in line, first first."""
+        with self._cond:
+            return [t.job for t in self._line]
+
+    def _retry_after(self) -> int:
+        rounds = self._admitted / self.max_running  # jobs ahead, per slot (as if none were batched)
+        return max(1, min(RETRY_AFTER_MAX_S, math.ceil(self._job_s * rounds)))
 
     def _take_slot(self, leader: Ticket) -> None:
         """Give the free slot to `leader` (the head of the line, already out of it) and the
@@ -167,7 +231,7 @@ class Admission:
                     members.append(t)
         batch = _Batch(members)
         for index, t in enumerate(members):
-            t._batch, t._index, t._state = batch, index, "running"
+            t.batch, t.index, t.state = batch, index, "running"
         self._running += 1
         self._running_jobs += len(members)
         self._cond.notify_all()  # the members stop waiting
@@ -185,96 +249,6 @@ class Admission:
         batch.finished.set()
 
 
-class _Batch:
-    """Tickets that run together; tickets[0] is the leader, whose thread runs them."""
-
-    def __init__(self, tickets: list[Ticket]):
-        self.tickets = tickets
-        self.started = time.monotonic()
-        self.outcomes: list | None = None
-        self.finished = threading.Event()
-
-
-class Ticket:
-    """One admitted request: `start` waits for a slot, `run` runs its job (in a batch), `done`
-    (always, idempotent) gives its admission back.
-
-    `job` is what `run_batch` gets for this request; `key` says which requests may share a batch
-    (equal keys; None: never batched)."""
-
-    def __init__(self, admission: Admission):
-        self._admission = admission
-        self._state = "admitted"
-        self._batch: _Batch | None = None
-        self._index = 0
-        self.job = None
-        self.key = None
-
-    @property
-    def batch_size(self) -> int:
-        """How many requests run in this ticket's batch (after `start`)."""
-        return len(self._batch.tickets) if self._batch else 0
-
-    def start(self, deadline: float, job=None, key=None) -> None:
-        """Wait in line until `deadline` (time.monotonic()) for a slot: this ticket's own, as the
-        head of the line, or a place in the batch of a ticket ahead with the same `key`.
-
-        Raises: Refused (shutting_down), NSTError deadline_exceeded."""
-        a = self._admission
-        self.job, self.key = job, key
-        with a._cond:
-            a._line.append(self)
-            try:
-                while self._batch is None and not (a._line[0] is self and a._running < a.max_running):
-                    if draining():
-                        raise shutting_down()
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        raise NSTError("the request waited in line past its deadline; try again later "
-                                       "or ask for fewer steps", "deadline_exceeded")
-                    a._cond.wait(min(left, 0.25))
-            finally:
-                if self in a._line:  # a member was taken out of the line by its leader
-                    a._line.remove(self)
-                a._cond.notify_all()
-            if self._batch is None:
-                a._take_slot(self)
-
-    def run(self, run_batch):
-        """This ticket's outcome, after `start`: what `run_batch` returned for its job (a result,
-        or the exception that stopped it alone), or the exception that failed the whole batch.
-        The leader calls `run_batch([jobs of the batch])`; the others wait for it."""
-        batch = self._batch
-        if batch is None:
-            raise RuntimeError("Ticket.run before Ticket.start")
-        if batch.tickets[0] is self:
-            outcomes: list = []
-            try:
-                outcomes = list(run_batch([t.job for t in batch.tickets]))
-                if len(outcomes) != len(batch.tickets):
-                    raise RuntimeError(f"run_batch gave {len(outcomes)} outcomes for {len(batch.tickets)} jobs")
-            except BaseException as e:  # noqa: BLE001  (every job of the batch failed; each is told)
-                outcomes = [e] * len(batch.tickets)
-            finally:
-                self._admission._finish(batch, outcomes)
-        else:
-            batch.finished.wait()
-        return batch.outcomes[self._index]
-
-    def done(self) -> None:
-        a = self._admission
-        with a._cond:
-            if self._state == "done":
-                return
-            batch = self._batch
-            if batch is not None and batch.tickets[0] is self and batch.outcomes is None:
-                # a leader that will not run its batch (e.g. its thread did not start): fail it
-                a._finish(batch, [RuntimeError("the batch was not run")] * len(batch.tickets))
-            a._admitted -= 1
-            self._state = "done"
-            a._cond.notify_all()
-
-
 def out_of_memory(e: BaseException) -> bool:
     """Whether `e` says the host or the accelerator ran out of memory (XLA RESOURCE_EXHAUSTED)."""
     if isinstance(e, MemoryError):
@@ -284,17 +258,199 @@ def out_of_memory(e: BaseException) -> bool:
     return "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()
 
 
+# --- one stylization ------------------------------------------------------------------
+
+class Stop(errors.Cancelled):
+    """Raised between steps to stop a job that ran out of time; answered with `error`."""
+
+    def __init__(self, error: errors.NSTError):
+        super().__init__(str(error))
+        self.error = error
+
+
+class Stylization:
+    """One admitted stylize request, from its place in line to its answer: `result` answers when
+    the work is done, `stream_lines` reports progress as it goes; either releases the admission
+    when the work stops. The work (`job`, a `transfer.Job`) may run in a batch with other
+    requests; its progress, deadline and cancellation are this request's own."""
+
+    def __init__(self, service: Service, request: StylizeRequest, model, ticket: Ticket, deadline: float):
+        self.service, self.request, self.model, self.ticket, self.deadline = service, request, model, ticket, deadline
+        self.steps = 0
+        self.job = Job(request.content, request.styles, request.options, self.progress)
+        self.events: queue.Queue | None = queue.Queue() if request.stream else None  # NDJSON lines to send
+        self.gone = threading.Event()  # the streaming client went away
+        self.last_preview = -math.inf
+
+    def key(self):
+        """Requests with equal keys may run in one batch: same model and `batch_key`; None
+        (never batched) where that is None."""
+        key = batch_key(self.job)
+        return None if key is None else (self.model, key)
+
+    def check_time(self) -> None:
+        now = time.monotonic()
+        if now > self.deadline:
+            raise Stop(errors.NSTError(
+                f"the request ran past its deadline of {self.service.settings.deadline_s:g} s and was stopped "
+                f"after {self.steps} steps; ask for fewer steps or a smaller size", "deadline_exceeded"))
+        if now > self.service.drain.deadline():
+            raise Stop(self.service.drain.refusal())
+
+    def progress(self, p: Progress) -> None:
+        """The work's progress callback; raising stops this request's work only."""
+        self.steps = p.step
+        self.check_time()
+        if self.events is None:
+            return
+        if self.gone.is_set():
+            raise errors.Cancelled()
+        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
+                 "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
+        now = time.monotonic()
+        if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
+            self.last_preview = now
+            event["preview"] = preview_png(p.preview)
+        self.events.put(event)
+
+    def result(self) -> dict:
+        """Run (in a batch, maybe) and answer; the 200 body, or the NSTError to answer."""
+        admission = self.service.admission
+        start = time.perf_counter()
+        try:
+            outcome = admission.run(self.ticket, self.service.run_batch)
+        finally:
+            admission.release(self.ticket)
+        if isinstance(outcome, Stop):
+            raise outcome.error from None
+        if isinstance(outcome, BaseException):
+            if not out_of_memory(outcome):
+                raise outcome
+            size = self.request.options.size
+            log.warning("out of memory at size %d: %s", size, outcome)
+            raise errors.NSTError(f"the server ran out of memory for an image of size {size}; "
+                                  "ask for a smaller size, or try again later", "out_of_memory") from None
+        return {
+            "image": base64.b64encode(images.encode(outcome, "PNG")).decode("ascii"),
+            "width": int(outcome.shape[1]),
+            "height": int(outcome.shape[0]),
+            "steps": self.steps,
+            "elapsed_s": round(time.perf_counter() - start, 3),
+            "weights": weights_info(self.model),
+            "options": self.request.options.to_dict(),
+        }
+
+    def stream_lines(self) -> Iterator[str]:
+        """NDJSON lines: progress reports, then one result or error. The work runs in a thread
+        started now (so that an answer closed before it is read still ends it); `cancel` when
+        the client goes away, and the work stops at its next progress report."""
+        events = self.events
+
+        def work():
+            try:
+                events.put({"type": "result", **self.result()})
+            except errors.Cancelled:
+                log.info("client went away; stopped after %d of the steps", self.steps)
+            except errors.NSTError as e:
+                events.put({"type": "error", "error": {"code": e.code, "message": str(e)}})
+            except Exception:
+                log.exception("internal error while stylizing")
+                events.put({"type": "error", "error": {"code": "internal", "message": "internal error"}})
+
+        def lines():
+            try:
+                while True:
+                    event = events.get()
+                    yield json.dumps(event, allow_nan=False) + "\n"
+                    if event["type"] != "progress":
+                        return
+            finally:
+                self.cancel()
+
+        try:
+            threading.Thread(target=work, name="neurastyle-job", daemon=True).start()
+        except BaseException:
+            self.service.admission.release(self.ticket)
+            raise
+        return lines()
+
+    def cancel(self) -> None:
+        self.gone.set()
+
+
+def preview_png(image) -> str:
+    h, w = image.shape[:2]
+    scale = min(1.0, PREVIEW_SIDE / max(h, w))
+    if scale < 1.0:
+        image = images.resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
+    return base64.b64encode(images.encode(image, "PNG")).decode("ascii")
+
+
+def weights_info(model) -> dict:
+    return {"arch": model.weights.arch, "source": model.weights.source}
+
+
+# --- the service ------------------------------------------------------------------------
+
+class Service:
+    """What the function serves with: its settings, admission, drain state, built-in styles
+    and the batch runner (`nst_jax.transfer.stylize_batch`; tests give a fake)."""
+
+    def __init__(self, settings: Settings, run_jobs: Callable = stylize_batch, drain: Drain | None = None,
+                 presets: Presets | None = None):
+        self.settings = settings
+        self.drain = drain or Drain()
+        self.admission = Admission(settings.max_concurrent, settings.max_queue, settings.max_batch, self.drain)
+        self.presets = presets if presets is not None else Presets.load(settings.web_dir)
+        self.run_jobs = run_jobs
+
+    def deadline(self) -> float:
+        """The time.monotonic() by which a request arriving now must be answered."""
+        return time.monotonic() + self.settings.deadline_s
+
+    def start(self, request: StylizeRequest, ticket: Ticket, deadline: float) -> Stylization:
+        """Wait in line for `ticket`'s turn; the stylization, ready to answer."""
+        stylization = Stylization(self, request, load_model(), ticket, deadline)
+        self.admission.wait_turn(ticket, deadline, stylization, stylization.key())
+        return stylization
+
+    def run_batch(self, stylizations: list[Stylization]) -> list:
+        """Admission's batch runner: the requests' outcomes, an image or the exception that stopped one."""
+        if len(stylizations) > 1:
+            log.info("running %d requests as one batch", len(stylizations))
+        return self.run_jobs([s.job for s in stylizations], stylizations[0].model)
+
+    def health(self) -> tuple[dict, int]:
+        """(`/healthz` body, status): 503 while shutting down or without usable weights."""
+        try:
+            if self.drain.draining:
+                raise self.drain.refusal()
+            model = load_model()
+        except errors.NSTError as e:
+            return {"ready": False, "error": {"code": e.code, "message": str(e)}}, 503
+        return {"ready": True, "device": model.device, "weights": weights_info(model),
+                "load": self.admission.stats()}, 200
+
+    def config(self) -> dict:
+        """`GET /config`: what the page needs to know."""
+        return {"defaults": Options().to_dict(),
+                "limits": {"min_size": self.settings.limits.min_size, "max_size": self.settings.limits.max_size,
+                           "max_steps": self.settings.limits.max_steps},
+                "style_presets": self.presets.listing()}
+
+
+DRAIN = Drain()  # the process's: SIGTERM reaches the whole worker process
+
+
+@functools.cache
+def process_service() -> Service:
+    """The process's service, built once from the environment (main.py's and the server's)."""
+    return Service(Settings.from_env(), drain=DRAIN)
+
+
 # --- the server ------------------------------------------------------------------
 
-def threads() -> int:
-    """gunicorn threads: functions-framework's 4 per CPU, but at least one per admitted
-    request plus a few for /healthz and refusals, which must not wait behind queued jobs."""
-    if os.environ.get("THREADS"):
-        return max(1, int(env_number("THREADS", 1)))
-    return max(4 * (os.cpu_count() or 1), max_concurrent() + max_queue() + 4)
-
-
-def draining_worker():
+def draining_worker(service: Service):
     """gunicorn's threaded worker, draining on SIGTERM (see the module's docstring)."""
     from gunicorn.workers.gthread import ThreadWorker
 
@@ -315,14 +471,14 @@ def draining_worker():
             super().init_process()
 
         def handle_exit(self, sig, frame):
-            if not draining():
-                begin_drain()
-                self.log.info("SIGTERM: draining for up to %g s", drain_s())
+            if not service.drain.draining:
+                service.drain.begin(service.settings.drain_s)
+                self.log.info("SIGTERM: draining for up to %g s", service.settings.drain_s)
                 threading.Thread(target=self._drain, name="neurastyle-drain", daemon=True).start()
 
         def _drain(self):
             time.sleep(0.2)  # let requests accepted just now get their 503
-            stop = drain_deadline() + 2  # jobs are stopped at drain_deadline(); time to answer
+            stop = service.drain.deadline() + 2  # jobs are stopped at the drain's deadline; time to answer
             while self._active and time.monotonic() < stop:
                 time.sleep(0.1)
             ThreadWorker.handle_exit(self, None, None)  # gunicorn's own stop: close idle connections, exit
@@ -330,16 +486,13 @@ def draining_worker():
     return DrainingWorker
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080, debug: bool = False) -> None:
+def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the function and its web page at http://host:port/ until interrupted."""
     import functions_framework
     from functions_framework._http import create_server  # what `functions-framework` itself uses
 
+    service = process_service()
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
-    options = {} if debug else {
-        "threads": threads(),
-        "worker_class": draining_worker(),
-        "graceful_timeout": math.ceil(drain_s()) + 5,
-    }
-    create_server(app, debug, **options).run(host, port)
+    create_server(app, False, threads=service.settings.server_threads(), worker_class=draining_worker(service),
+                  graceful_timeout=math.ceil(service.settings.drain_s) + 5).run(host, port)

@@ -99,16 +99,14 @@ def run_weights(args) -> None:
 
 
 def run_serve(args) -> None:
-    """Import the server from functions/ (it is HTTP, so it lives beside the function, not here)."""
-    candidates = [Path(os.environ["NEURASTYLE_FUNCTIONS_DIR"])] if os.environ.get("NEURASTYLE_FUNCTIONS_DIR") else [
-        Path(__file__).resolve().parent.parent / "functions", Path.cwd() / "functions"]
-    functions_dir = next((d for d in candidates if (d / "serving.py").is_file()), None)
-    if functions_dir is None:
-        raise NSTError(f"cannot find the HTTP function (looked in {', '.join(map(str, candidates))}); "
-                       "run from a checkout of the project or set NEURASTYLE_FUNCTIONS_DIR")
-    sys.path.insert(0, str(functions_dir))
-    import serving
-
+    """The HTTP function's server (it is HTTP, so it lives in functions/, not in the library)."""
+    try:
+        from functions import serving
+    except ModuleNotFoundError as e:
+        if e.name != "functions":
+            raise
+        raise NSTError("the HTTP function (functions/) is not installed; "
+                       "install the project from a checkout (pip install -e .)") from e
     serving.serve(args.host, args.port)
 
 

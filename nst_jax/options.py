@@ -13,6 +13,24 @@ from nst_jax.errors import OptionsError
 OPTIMIZERS = ("adam", "lbfgs")
 
 
+def env_number(name: str, default: float, environ: Mapping[str, str] | None = None, *,
+               integer: bool = False, low: float = 0, high: float = math.inf) -> float:
+    """The number in environment variable `name` of `environ` (default `os.environ`), or
+    `default` where it is unset or blank; a whole number where `integer`, within [low, high].
+    The one reader of numeric settings. Raises OptionsError naming the variable."""
+    raw = (os.environ if environ is None else environ).get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and low <= value <= high and (value.is_integer() or not integer)):
+        kind = "a whole number" if integer else "a number"
+        raise OptionsError(f"environment variable {name}={raw!r} must be {kind} from {low:g} to {high:g}")
+    return int(value) if integer else value
+
+
 @dataclass(frozen=True)
 class Limits:
     """Bounds a deployment puts on options (a public function wants smaller ones than the CLI).
@@ -25,20 +43,16 @@ class Limits:
     max_steps: int = 5000
 
     @classmethod
-    def from_env(cls, **defaults) -> "Limits":
-        """`defaults`, overridden by the environment. Raises OptionsError for a bad value."""
-        base = cls(**defaults)
-        def read(name, default):
-            raw = os.environ.get(name, "").strip()
-            try:
-                value = int(float(raw)) if raw else default
-            except ValueError:
-                value = 0
-            if value < 1:
-                raise OptionsError(f"environment variable {name}={raw!r} must be a positive integer")
-            return value
-        return cls(min_size=base.min_size, max_size=read("NEURASTYLE_MAX_SIZE", base.max_size),
-                   max_steps=read("NEURASTYLE_MAX_STEPS", base.max_steps))
+    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults) -> "Limits":
+        """`defaults`, overridden by NEURASTYLE_MAX_SIZE and NEURASTYLE_MAX_STEPS in `environ`
+        (default `os.environ`), each at most the library's own bound (`Limits()`): the engine
+        validates every run against those. Raises OptionsError for a bad value."""
+        base, library = cls(**defaults), cls()
+        return cls(min_size=base.min_size,
+                   max_size=env_number("NEURASTYLE_MAX_SIZE", base.max_size, environ, integer=True,
+                                       low=base.min_size, high=library.max_size),
+                   max_steps=env_number("NEURASTYLE_MAX_STEPS", base.max_steps, environ, integer=True,
+                                        low=1, high=library.max_steps))
 
 
 @dataclass(frozen=True)

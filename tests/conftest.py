@@ -3,10 +3,14 @@
 Random VGG16 weights make bad art but run every real code path, need no download and
 keep the tests hermetic. Functions that need the weights ask for `weights_env`
 (which points NEURASTYLE_WEIGHTS at them for one test) or start their own server.
+The HTTP function is loaded once per session; a test serves it with its own `Settings`
+(`function(max_queue=1, ...)`), not by reloading it. Helpers of the serving tests: helpers.py.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import socket
 import subprocess
@@ -21,15 +25,17 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
-for folder in (REPO_ROOT, FUNCTION_SOURCE.parent):  # the package (if not installed) and functions/serving.py
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
+if str(REPO_ROOT) not in sys.path:  # the packages, where the project is not installed
+    sys.path.insert(0, str(REPO_ROOT))
 
-# Settings of the function read when it is loaded; cleared so the tests see the defaults.
-FUNCTION_ENV = ("NEURASTYLE_CORS_ORIGINS", "NEURASTYLE_MAX_SIZE", "NEURASTYLE_MAX_STEPS",
-                "NEURASTYLE_MAX_PIXELS", "NEURASTYLE_MAX_BODY_BYTES", "NEURASTYLE_WEB_DIR",
-                "NEURASTYLE_MAX_CONCURRENT", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_DEADLINE_S",
-                "NEURASTYLE_DRAIN_S", "NEURASTYLE_MAX_BATCH")
+
+LIBRARY_ENV = ("NEURASTYLE_WEIGHTS", "NEURASTYLE_WEIGHTS_DIR", "NEURASTYLE_COMPILATION_CACHE", "NEURASTYLE_PRECISION")
+
+
+def server_env(environ) -> dict[str, str]:
+    """`environ` without the HTTP function's settings (so a test server has the defaults)."""
+    return {k: v for k, v in environ.items()
+            if not (k.startswith("NEURASTYLE_") and k not in LIBRARY_ENV) and k != "THREADS"}
 
 
 def random_weights(arch: str = "vgg16", seed: int = 0):
@@ -53,25 +59,6 @@ def make_random_weights(path: Path, arch: str = "vgg16", seed: int = 0) -> Path:
     from nst_jax import weights
 
     return weights.save(random_weights(arch, seed), path)
-
-
-def per_job(fn, fails_batch: type[BaseException] | tuple[type[BaseException], ...] = ()):
-    """A fake `stylize_batch(jobs, model=None)` made of a per-job fake
-    `fn(content, styles, options, model=None, on_progress=None)`, run for each job in turn.
-    A job's outcome is what `fn` returns for it, or the exception it raises (stopping that job
-    alone), except exceptions of the `fails_batch` types (e.g. out of memory), which fail the
-    whole call as they would a real batch."""
-    def stylize_batch(jobs, model=None):
-        outcomes = []
-        for job in jobs:
-            try:
-                outcomes.append(fn(job.content, job.styles, job.options, model=model, on_progress=job.on_progress))
-            except fails_batch:
-                raise
-            except Exception as e:  # noqa: BLE001  (the job's outcome, as stylize_batch gives it)
-                outcomes.append(e)
-        return outcomes
-    return stylize_batch
 
 
 def gradient_image(height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -98,45 +85,57 @@ def weights_env(monkeypatch, random_weights_path) -> Path:
     return random_weights_path
 
 
-def load_function(**env):
-    """functions-framework's Flask app for functions/main.py, loaded with `env` set (the
-    function reads its settings when loaded). Returns (app, module)."""
+@pytest.fixture(scope="session")
+def function_module():
+    """functions/main.py as functions-framework loads it, once: the module (its `SERVICE` is
+    what a request is served with) and the Flask app."""
     import functions_framework
 
-    with pytest.MonkeyPatch.context() as mp:
-        for name in FUNCTION_ENV:
-            mp.delenv(name, raising=False)
-        for name, value in env.items():
-            mp.setenv(name, str(value))
-        app = functions_framework.create_app(target="neurastyle", source=str(FUNCTION_SOURCE))
-        module = sys.modules["main"]
-    return app, module
+    app = functions_framework.create_app(target="neurastyle", source=str(FUNCTION_SOURCE))
+    module = sys.modules["main"]
+    module.app = app
+    return module
 
 
 @pytest.fixture(scope="session")
-def function_app():
-    """(app, module) with the default settings, shared by the session."""
-    return load_function()
+def presets():
+    """The built-in styles of web/, read once for the session."""
+    from functions.presets import Presets
+    from functions.settings import default_web_dir
+
+    return Presets.load(default_web_dir())
+
+
+@contextlib.contextmanager
+def serving(module, run_jobs=None, presets=None, **settings):
+    """Within: `module` (functions/main.py) serves with a fresh `Service` of the default
+    `Settings` but `settings`, the batch runner `run_jobs` (default the real one) and its own
+    drain state. Yields (test client, service)."""
+    from functions import serving as serving_lib
+    from functions.settings import Settings
+
+    service = serving_lib.Service(dataclasses.replace(Settings(), **settings), drain=serving_lib.Drain(),
+                                  presets=presets, **({"run_jobs": run_jobs} if run_jobs else {}))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(module, "SERVICE", service)
+        yield module.app.test_client(), service
 
 
 @pytest.fixture
-def client(function_app, weights_env):
+def function(function_module, weights_env, presets):
+    """function(max_queue=1, run_jobs=fake, ...) -> (test client, service): the HTTP function
+    served with those settings, for this test."""
+    with contextlib.ExitStack() as stack:
+        def serve(**settings):
+            settings.setdefault("presets", presets)
+            return stack.enter_context(serving(function_module, **settings))
+        yield serve
+
+
+@pytest.fixture
+def client(function):
     """Test client of the function with default settings and the random weights."""
-    return function_app[0].test_client()
-
-
-@pytest.fixture
-def function_module(function_app, weights_env):
-    """The loaded functions/main.py behind `client` (to monkeypatch its `stylize_batch`)."""
-    return function_app[1]
-
-
-@pytest.fixture
-def make_client(weights_env):
-    """make_client(NEURASTYLE_CORS_ORIGINS="*", ...) -> a test client of a freshly loaded function."""
-    def make(**env):
-        return load_function(**env)[0].test_client()
-    return make
+    return function()[0]
 
 
 def free_port() -> int:
@@ -155,7 +154,7 @@ class LiveServer:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
-        child_env = {k: v for k, v in os.environ.items() if k not in FUNCTION_ENV}
+        child_env = server_env(os.environ)
         child_env.update(env or {})
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
         self._log = open(log_path, "wb")

@@ -4,17 +4,12 @@ into `nst_jax.images.decode`. Whatever arrives, the answer is never a 5xx or a t
 a 4xx is JSON with an error code, a 200 is a result.
 
 The request fuzz stands a fast fake in for `stylize_batch` (it is about parsing, not painting);
-a handful of decodable odd images also go through the real thing at 32 px, 1 step.
-Also here: no code that a request or a weights file reaches can unpickle."""
+a handful of decodable odd images also go through the real thing at 32 px, 1 step."""
 
 from __future__ import annotations
 
-import ast
-import base64
-import io
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,8 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from conftest import FUNCTION_SOURCE, REPO_ROOT, load_function, per_job
+from helpers import b64, encode, per_job
+
+from functions.presets import Presets
 from nst_jax import errors, images
+from nst_jax.transfer import stylize_batch
 
 BUDGET_S = 45.0  # per fuzz test: examples after this pass without running (bounded CI time)
 FUZZ = settings(max_examples=1000, deadline=None, database=None, derandomize=False,
@@ -54,12 +52,6 @@ class Budget:
 
 
 # --- seeds ---------------------------------------------------------------------------------
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **params)
-    return buf.getvalue()
-
 
 def seed_images() -> list[bytes]:
     rng = np.random.default_rng(0)
@@ -119,10 +111,6 @@ def odd_valid_images(draw) -> bytes:
 image_bytes = st.one_of(mutated_images(), st.sampled_from(SEEDS), st.binary(max_size=300))
 
 
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
 image_values = st.one_of(
     image_bytes.map(b64),
     image_bytes.map(lambda d: "data:image/png;base64," + b64(d)),
@@ -178,14 +166,13 @@ def fake_stylize(content, styles, options, model=None, on_progress=None):
     return np.full((h, w, 3), 0.5, np.float32)
 
 
-@pytest.fixture(scope="module")
-def fuzz_function(random_weights_path):
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("NEURASTYLE_WEIGHTS", str(random_weights_path))
-        app, module = load_function(NEURASTYLE_MAX_PIXELS=MAX_PIXELS)
-        real = module.stylize_batch
-        mp.setattr(module, "stylize_batch", per_job(fake_stylize))
-        yield app.test_client(), module, real
+@pytest.fixture
+def fuzz_function(function):
+    """(client, service, runner): the function with a fast fake batch runner, unless
+    `runner["jobs"]` is set to another."""
+    runner = {"jobs": per_job(fake_stylize)}
+    client, service = function(max_pixels=MAX_PIXELS, run_jobs=lambda jobs, model=None: runner["jobs"](jobs, model))
+    return client, service, runner
 
 
 def check_answer(response) -> str:
@@ -209,7 +196,7 @@ def check_answer(response) -> str:
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_fuzz_request_bodies(fuzz_function):
-    client, module, _ = fuzz_function
+    client, service, _ = fuzz_function
     budget = Budget("request bodies")
 
     @settings(FUZZ, max_examples=2000)
@@ -218,7 +205,7 @@ def test_fuzz_request_bodies(fuzz_function):
     def post(data, content_type):
         if budget():
             budget.note(check_answer(client.post("/stylize", data=data, content_type=content_type)))
-            assert module.ADMISSION.stats()["running"] == 0  # finished, and gave its place back
+            assert service.admission.stats()["running"] == 0  # finished, and gave its place back
 
     post()
     print(budget.report())
@@ -226,10 +213,10 @@ def test_fuzz_request_bodies(fuzz_function):
     assert any(o.startswith("200") for o in budget.outcomes)  # some got as far as stylize
 
 
-@pytest.fixture(scope="module")
-def hostile_web(tmp_path_factory):
+@pytest.fixture
+def hostile_web(function, tmp_path):
     """A web/ folder with a symlinked file and a symlinked folder leading out of it."""
-    root = tmp_path_factory.mktemp("site")
+    root = tmp_path
     web, outside = root / "web", root / "outside"
     web.mkdir()
     outside.mkdir()
@@ -240,8 +227,7 @@ def hostile_web(tmp_path_factory):
     (web / "leak.txt").symlink_to(root / "secret.txt")
     (web / "dir").symlink_to(outside, target_is_directory=True)
     (web / ".env").write_text("SECRET")
-    app, _ = load_function(NEURASTYLE_WEB_DIR=web)
-    return app.test_client()
+    return function(web_dir=web, presets=Presets({}))[0]
 
 
 path_parts = st.one_of(st.sampled_from(["..", ".", "", "%2e%2e", "%2E%2e%2f", "%00", "dir", "leak.txt", ".env",
@@ -307,7 +293,7 @@ def test_fuzz_image_decoding():
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_fuzz_decodable_odd_images_through_the_real_stylize(fuzz_function):
     """Mutated images that still decode (odd sizes, partial frames) through the real engine."""
-    client, module, real = fuzz_function
+    client, _, runner = fuzz_function
     budget = Budget("real stylize of odd images")
 
     @settings(FUZZ, max_examples=40)
@@ -322,50 +308,7 @@ def test_fuzz_decodable_odd_images_through_the_real_stylize(fuzz_function):
                                               "options": {"size": 32, "steps": 1}})
             budget.note(check_answer(r))
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(module, "stylize_batch", real)
-        post()
+    runner["jobs"] = stylize_batch
+    post()
     print(budget.report())
     assert budget.ran >= 5
-
-
-# --- no unpickling -----------------------------------------------------------------------------
-
-UNPICKLERS = {("pickle", "load"), ("pickle", "loads"), ("pickle", "Unpickler"), ("marshal", "loads"),
-              ("marshal", "load"), ("dill", "load"), ("dill", "loads"), ("cloudpickle", "load"),
-              ("cloudpickle", "loads"), ("shelve", "open"), ("joblib", "load"), ("yaml", "load"),
-              ("yaml", "unsafe_load")}
-
-
-def calls(tree):
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name):
-            yield node.func.value.id, node.func.attr, node
-
-
-def keyword(node: ast.Call, name: str):
-    for k in node.keywords:
-        if k.arg == name and isinstance(k.value, ast.Constant):
-            return k.value.value
-    return "missing"
-
-
-@pytest.mark.parametrize("source", sorted((REPO_ROOT / "nst_jax").glob("*.py")) + [FUNCTION_SOURCE],
-                         ids=lambda p: p.name)
-def test_no_unpickling_where_requests_or_weights_reach(source: Path):
-    tree = ast.parse(source.read_text(), str(source))
-    problems = []
-    for module, attr, node in calls(tree):
-        where = f"{source.name}:{node.lineno}"
-        if (module, attr) in UNPICKLERS:
-            problems.append(f"{where}: {module}.{attr}")
-        if module in ("np", "numpy") and attr == "load" and keyword(node, "allow_pickle") is not False:
-            problems.append(f"{where}: np.load without allow_pickle=False")
-        if module == "torch" and attr == "load" and keyword(node, "weights_only") is not True:
-            problems.append(f"{where}: torch.load without weights_only=True")
-        if attr in ("eval", "exec") or (module == "builtins" and attr in ("eval", "exec")):
-            problems.append(f"{where}: {module}.{attr}")
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("eval", "exec"):
-            problems.append(f"{source.name}:{node.lineno}: {node.func.id}")
-    assert not problems

@@ -1,76 +1,33 @@
 """Contract tests of the HTTP function (functions/main.py) through functions-framework,
-in-process with its test client, plus a few against a real server process."""
+in-process with its test client: what a client sends and gets back. Real servers:
+test_live_server.py; parsing alone: test_parsing.py."""
 
 from __future__ import annotations
 
-import base64
-import http.client
 import io
 import json
 import re
 import threading
-import time
 
 import numpy as np
 import pytest
+from helpers import CONTENT, SMALL, STYLE, assert_error, b64, body, decode_png, encode, ndjson, per_job, png
 from PIL import Image
 
-from conftest import per_job
-from nst_jax import Options, errors, stylize
-
-SMALL = {"size": 32, "steps": 2}  # every square image below works at 32x32: one compiled shape
-
-
-def png(size=(40, 40), color=(200, 60, 30), mode="RGB") -> bytes:
-    buf = io.BytesIO()
-    Image.new(mode, size, color).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-CONTENT = b64(png())
-STYLE = "data:image/png;base64," + b64(png(color=(20, 40, 220)))
-
-
-def body(content=CONTENT, style=STYLE, **options) -> dict:
-    return {"content_image": content, "style_image": style, "options": {**SMALL, **options}}
-
-
-def assert_error(response, status: int, code: str) -> dict:
-    assert response.status_code == status, response.data
-    assert response.mimetype == "application/json"
-    error = response.get_json()["error"]
-    assert error["code"] == code
-    assert isinstance(error["message"], str) and error["message"]
-    assert "Traceback" not in error["message"]
-    return error
-
-
-def decode_png(b64_png: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_png)))
-    assert image.format == "PNG"
-    image.load()
-    return image
-
-
-def ndjson(response) -> list[dict]:
-    return [json.loads(line) for line in response.get_data(as_text=True).splitlines() if line.strip()]
+from nst_jax import Limits, Options, errors, stylize
 
 
 # --- stylizing -----------------------------------------------------------------
 
 def test_stylize_returns_a_png_and_what_was_done(client):
-    r = client.post("/stylize", json=body())
+    r = client.post("/stylize", json=body(steps=2))
     assert r.status_code == 200, r.data
     out = r.get_json()
     image = decode_png(out["image"])
     assert image.size == (out["width"], out["height"]) == (32, 32)
     assert out["steps"] == 2 and out["elapsed_s"] > 0
     assert out["weights"] == {"arch": "vgg16", "source": "random weights (tests)"}
-    assert out["options"] == {**Options().to_dict(), **SMALL}
+    assert out["options"] == {**Options().to_dict(), **SMALL, "steps": 2}
     assert "type" not in out
 
 
@@ -95,11 +52,7 @@ def test_blend_of_the_wrong_length_is_an_option_error(client):
 
 def odd_images() -> dict[str, bytes]:
     """Valid images that are not plain 8-bit RGB, each saved as its format stores it."""
-    def save(image, fmt, **params):
-        buf = io.BytesIO()
-        image.save(buf, fmt, **params)
-        return buf.getvalue()
-
+    save = encode
     gradient = Image.linear_gradient("L").resize((40, 40))
     rgba = Image.merge("RGBA", [gradient, gradient.rotate(90), gradient.rotate(180), gradient])
     palette = Image.new("RGB", (40, 40), (10, 200, 90)).quantize(4)
@@ -167,26 +120,26 @@ def test_stream_reports_progress_then_the_result(client):
     assert decode_png(last["image"]).size == (last["width"], last["height"])
 
 
-def test_stream_reports_an_error_in_band(client, function_module, monkeypatch):
+def test_stream_reports_an_error_in_band(function):
     def failing(*args, **kwargs):
         raise errors.ImageError("style is a blank canvas")
-    monkeypatch.setattr(function_module, "stylize_batch", per_job(failing))
+    client, _ = function(run_jobs=per_job(failing))
     lines = ndjson(client.post("/stylize", json={**body(), "stream": True}))
     assert lines == [{"type": "error", "error": {"code": "invalid_image", "message": "style is a blank canvas"}}]
 
 
-def test_stream_hides_internal_errors(client, function_module, monkeypatch, caplog):
+def test_stream_hides_internal_errors(function, caplog):
     def failing(*args, **kwargs):
         raise RuntimeError("secret detail")
-    monkeypatch.setattr(function_module, "stylize_batch", per_job(failing))
+    client, _ = function(run_jobs=per_job(failing))
     r = client.post("/stylize", json={**body(), "stream": True})
     assert ndjson(r) == [{"type": "error", "error": {"code": "internal", "message": "internal error"}}]
     assert "secret detail" in caplog.text  # logged on the server only
 
 
-def spy_on_stylize(module, monkeypatch):
-    """Stand in for the function's `stylize_batch`, each job run by the real `stylize`:
-    record the last step reported and how the run ended."""
+def spy_on_stylize():
+    """A batch runner that runs each job with the real `stylize` and records the last step
+    reported and how the run ended: (runner, record)."""
     record = {"step": 0, "error": None, "done": threading.Event()}
     real = stylize
 
@@ -202,12 +155,12 @@ def spy_on_stylize(module, monkeypatch):
         finally:
             record["done"].set()
 
-    monkeypatch.setattr(module, "stylize_batch", per_job(spy))
-    return record
+    return per_job(spy), record
 
 
-def test_the_work_stops_when_the_client_goes_away(client, function_module, monkeypatch):
-    record = spy_on_stylize(function_module, monkeypatch)
+def test_the_work_stops_when_the_client_goes_away(function):
+    run_jobs, record = spy_on_stylize()
+    client, _ = function(run_jobs=run_jobs)
     r = client.post("/stylize", json={**body(steps=1000), "stream": True}, buffered=False)
     chunks = iter(r.response)
     first = json.loads(next(chunks))
@@ -293,8 +246,8 @@ def test_deployment_limits_default_to_1024_px_and_1000_steps(client):
     assert "1000" in assert_error(client.post("/stylize", json=body(steps=1001)), 400, "invalid_option")["message"]
 
 
-def test_limits_come_from_the_environment(make_client):
-    c = make_client(NEURASTYLE_MAX_SIZE=48, NEURASTYLE_MAX_STEPS=5)
+def test_limits_come_from_the_settings(function):
+    c, _ = function(limits=Limits(max_size=48, max_steps=5))
     assert c.get("/config").get_json()["limits"] == {"min_size": 32, "max_size": 48, "max_steps": 5}
     assert_error(c.post("/stylize", json=body(size=64)), 400, "invalid_option")
     assert_error(c.post("/stylize", json=body(steps=6)), 400, "invalid_option")
@@ -308,8 +261,8 @@ def test_a_decompression_bomb_is_413(client):
     assert "style_image" in assert_error(r, 413, "image_too_large")["message"]
 
 
-def test_the_pixel_limit_comes_from_the_environment(make_client):
-    c = make_client(NEURASTYLE_MAX_PIXELS=1000)
+def test_the_pixel_limit_comes_from_the_settings(function):
+    c, _ = function(max_pixels=1000)
     assert_error(c.post("/stylize", json=body()), 413, "image_too_large")  # 40x40 = 1600 px
 
 
@@ -344,14 +297,14 @@ def test_a_body_over_the_limit_is_413_before_it_is_read(client):
     assert body_stream.read_bytes == 0  # neither the function nor functions-framework buffered it
 
 
-def test_the_body_limit_comes_from_the_environment(make_client):
-    c = make_client(NEURASTYLE_MAX_BODY_BYTES=100)
+def test_the_body_limit_comes_from_the_settings(function):
+    c, _ = function(max_body_bytes=100)
     assert len(json.dumps(body())) > 100
     assert_error(c.post("/stylize", json=body()), 413, "body_too_large")
 
 
-def test_a_body_without_length_is_capped_while_read(make_client):
-    c = make_client(NEURASTYLE_MAX_BODY_BYTES=1000)
+def test_a_body_without_length_is_capped_while_read(function):
+    c, _ = function(max_body_bytes=1000)
     r = c.post("/stylize", input_stream=io.BytesIO(b" " * 5000), content_type="application/json",
                environ_overrides={"wsgi.input_terminated": True})  # a chunked body
     assert_error(r, 413, "body_too_large")
@@ -374,9 +327,9 @@ def test_unknown_path_is_404(client, method, path):
     assert_error(client.open(path, method=method, json=body()), 404, "not_found")
 
 
-def test_missing_weights_are_503(make_client, tmp_path, monkeypatch):
+def test_missing_weights_are_503(client, tmp_path, monkeypatch):
     monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(tmp_path / "absent.npz"))
-    c = make_client()  # loading the function must not need the weights
+    c = client
     assert "absent.npz" in assert_error(c.post("/stylize", json=body()), 503, "weights_unavailable")["message"]
     r = c.get("/healthz")
     assert r.status_code == 503
@@ -384,17 +337,17 @@ def test_missing_weights_are_503(make_client, tmp_path, monkeypatch):
     assert c.get("/").status_code == 200  # the page still loads
 
 
-def test_corrupt_weights_are_503(make_client, tmp_path, monkeypatch):
+def test_corrupt_weights_are_503(client, tmp_path, monkeypatch):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
     monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(bad))
-    assert_error(make_client().post("/stylize", json=body()), 503, "weights_unavailable")
+    assert_error(client.post("/stylize", json=body()), 503, "weights_unavailable")
 
 
-def test_unexpected_errors_are_500_without_details(client, function_module, monkeypatch, caplog):
+def test_unexpected_errors_are_500_without_details(function, caplog):
     def broken(*args, **kwargs):
         raise RuntimeError("secret detail")
-    monkeypatch.setattr(function_module, "stylize_batch", per_job(broken))
+    client, _ = function(run_jobs=per_job(broken))
     r = client.post("/stylize", json=body())
     assert r.status_code == 500
     assert r.get_json() == {"error": {"code": "internal", "message": "internal error"}}
@@ -435,13 +388,13 @@ def test_no_files_outside_web(client, path):
     assert b"[build-system]" not in r.data and b"root:" not in r.data
 
 
-def test_no_static_file_outside_web_through_a_symlink(make_client, tmp_path):
+def test_no_static_file_outside_web_through_a_symlink(function, tmp_path):
     web = tmp_path / "web"
     web.mkdir()
     (web / "index.html").write_text("<title>x</title>")
     (tmp_path / "secret.txt").write_text("secret")
     (web / "link.txt").symlink_to(tmp_path / "secret.txt")
-    c = make_client(NEURASTYLE_WEB_DIR=web)
+    c, _ = function(web_dir=web)
     assert c.get("/").status_code == 200
     assert_error(c.get("/link.txt"), 404, "not_found")
 
@@ -472,8 +425,8 @@ def test_same_origin_only_without_cors_settings(client):
     assert pre.status_code == 204 and "Access-Control-Allow-Origin" not in pre.headers
 
 
-def test_cors_for_configured_origins(make_client):
-    c = make_client(NEURASTYLE_CORS_ORIGINS="https://a.example, https://b.example")
+def test_cors_for_configured_origins(function):
+    c, _ = function(cors_origins=("https://a.example", "https://b.example"))
     pre = c.options("/stylize", headers={"Origin": "https://b.example", "Access-Control-Request-Method": "POST",
                                          "Access-Control-Request-Headers": "content-type"})
     assert pre.status_code == 204
@@ -491,18 +444,51 @@ def test_cors_for_configured_origins(make_client):
     assert "connect-src 'self' https://a.example https://b.example" in csp
 
 
-def test_cors_wildcard(make_client):
-    c = make_client(NEURASTYLE_CORS_ORIGINS="*")
+def test_cors_wildcard(function):
+    c, _ = function(cors_origins=("*",))
     r = c.get("/healthz", headers={"Origin": "https://anyone.example"})
     assert r.headers["Access-Control-Allow-Origin"] == "*"
 
 
-def test_config_tells_the_page_the_defaults_and_limits(client):
+def test_config_tells_the_page_the_defaults_limits_and_presets(client):
     r = client.get("/config")
     assert r.status_code == 200
-    assert r.get_json() == {"defaults": Options().to_dict(),
-                            "limits": {"min_size": 32, "max_size": 1024, "max_steps": 1000}}
+    config = r.get_json()
+    assert config["defaults"] == Options().to_dict()
+    assert config["limits"] == {"min_size": 32, "max_size": 1024, "max_steps": 1000}
+    assert {p["name"] for p in config["style_presets"]} >= {"starry_night", "shipwreck"}
     assert_error(client.post("/config"), 405, "method_not_allowed")
+
+
+# --- built-in styles ------------------------------------------------------------------
+
+def test_presets_are_described_and_their_images_served(client):
+    presets = {p["name"]: p for p in client.get("/config").get_json()["style_presets"]}
+    assert presets["starry_night"] == {"name": "starry_night", "title": "The Starry Night",
+                                       "painter": "Vincent van Gogh", "year": 1889,
+                                       "url": "/styles/starry_night.jpg"}
+    assert presets["shipwreck"]["painter"] == "J. M. W. Turner" and presets["shipwreck"]["year"] == 1805
+    for preset in presets.values():
+        r = client.get(preset["url"])
+        assert r.status_code == 200 and r.mimetype == "image/jpeg"
+
+
+def test_a_preset_is_a_style(client):
+    r = client.post("/stylize", json={"content_image": CONTENT, "style_preset": "starry_night", "options": SMALL})
+    assert r.status_code == 200, r.data
+    assert decode_png(r.get_json()["image"]).size == (32, 32)
+
+
+@pytest.mark.parametrize("name", ["mona_lisa", "", 3, None, "../main"])
+def test_an_unknown_preset_is_400_listing_the_names(client, name):
+    r = client.post("/stylize", json={"content_image": CONTENT, "style_preset": name, "options": SMALL})
+    message = assert_error(r, 400, "unknown_style_preset")["message"]
+    assert "starry_night" in message and "shipwreck" in message
+
+
+def test_a_preset_and_a_style_image_are_one_too_many(client):
+    r = client.post("/stylize", json={**body(), "style_preset": "starry_night"})
+    assert "style_preset" in assert_error(r, 400, "invalid_request")["message"]
 
 
 def test_healthz(client):
@@ -511,53 +497,3 @@ def test_healthz(client):
     out = r.get_json()
     assert out["ready"] is True and out["device"].startswith(("cpu", "gpu", "cuda", "tpu"))
     assert out["weights"] == {"arch": "vgg16", "source": "random weights (tests)"}
-
-
-# --- a real server process ---------------------------------------------------------
-
-def stylize_body(**options) -> bytes:
-    return json.dumps(body(**options)).encode()
-
-
-@pytest.mark.slow
-def test_real_server_stylizes(live_server):
-    import requests
-
-    r = requests.post(live_server.url + "/stylize", json=body(), timeout=120)
-    assert r.status_code == 200, r.text
-    assert r.headers["X-Content-Type-Options"] == "nosniff"
-    assert decode_png(r.json()["image"]).size == (32, 32)
-    health = requests.get(live_server.url + "/healthz", timeout=10).json()
-    assert health["ready"] is True and health["weights"]["arch"] == "vgg16"
-
-
-@pytest.mark.slow
-def test_real_server_streams_and_stops_work_when_the_client_leaves(live_server):
-    import requests
-
-    with requests.post(live_server.url + "/stylize", json={**body(steps=1000), "stream": True},
-                       stream=True, timeout=120) as r:
-        assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/x-ndjson")
-        first = json.loads(next(r.iter_lines()))
-        assert first["type"] == "progress" and first["total"] == 1000
-    # The connection is closed now; the server notices at its next write and stops the job.
-    deadline = time.monotonic() + 60
-    while "client went away" not in live_server.log() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "client went away" in live_server.log()
-    start = time.monotonic()
-    assert requests.post(live_server.url + "/stylize", json=body(), timeout=120).status_code == 200
-    assert time.monotonic() - start < 30
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("path", ["/../pyproject.toml", "/%2e%2e/pyproject.toml", "/..%2fpyproject.toml",
-                                  "/%2e%2e%2f%2e%2e%2fetc%2fpasswd"])
-def test_real_server_serves_nothing_outside_web(live_server, path):
-    conn = http.client.HTTPConnection("127.0.0.1", live_server.port, timeout=10)
-    conn.request("GET", path)  # sent as is, no client-side normalisation
-    r = conn.getresponse()
-    data = r.read()
-    conn.close()
-    assert r.status == 404
-    assert json.loads(data)["error"]["code"] == "not_found"

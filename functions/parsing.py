@@ -1,0 +1,110 @@
+"""A stylize request's body to what the library takes: pure functions, no Flask.
+
+`parse_stylize(body, settings, presets)` -> `StylizeRequest(content, styles, options, stream)`,
+or `nst_jax.errors.NSTError` whose code and message the client gets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import numpy as np
+
+from nst_jax import Options, errors, images
+
+from functions.settings import Settings
+
+IMAGE_KEYS = ("style_image", "style_images", "style_preset")  # exactly one of these gives the styles
+REQUEST_KEYS = {"content_image", *IMAGE_KEYS, "style_blend", "options", "stream"}
+
+
+@dataclass(frozen=True)
+class StylizeRequest:
+    """What a valid request asks for: images (H, W, 3) float32 RGB in [0, 1]."""
+
+    content: np.ndarray
+    styles: tuple[np.ndarray, ...]
+    options: Options
+    stream: bool = False
+
+
+def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndarray]) -> StylizeRequest:
+    """Parse and check a request body; `presets` are the built-in styles by name."""
+    payload = parse_json(body)
+    stream = payload.get("stream", False)
+    if not isinstance(stream, bool):
+        raise errors.NSTError("stream must be true or false")
+    if "content_image" not in payload:
+        raise errors.NSTError("content_image is missing")
+    content = decode_image(payload["content_image"], "content_image", settings)
+    styles = style_images(payload, settings, presets)
+    return StylizeRequest(content, tuple(styles), parse_options(payload, len(styles), settings), stream)
+
+
+def parse_json(body: bytes) -> dict:
+    """The body as a JSON object with known fields only."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise errors.NSTError(f"request body is not valid JSON: {e}", "invalid_json") from None
+    if not isinstance(payload, dict):
+        raise errors.NSTError(f"request body must be a JSON object, got {type(payload).__name__}")
+    unknown = sorted(set(payload) - REQUEST_KEYS)
+    if unknown:
+        raise errors.NSTError(f"unknown field(s) {unknown}; known fields are {sorted(REQUEST_KEYS)}")
+    return payload
+
+
+def image_bytes(value, name: str) -> bytes:
+    """Bytes of a base64 string or a ``data:<type>;base64,`` URL."""
+    if not isinstance(value, str):
+        raise errors.NSTError(f"{name} must be a base64 string or a data: URL")
+    if value.startswith("data:"):
+        header, comma, value = value.partition(",")
+        if not comma or not header.endswith(";base64"):
+            raise errors.NSTError(f"{name}: a data: URL must be base64-encoded", "invalid_base64")
+    try:
+        return base64.b64decode("".join(value.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise errors.NSTError(f"{name} is not valid base64", "invalid_base64") from None
+
+
+def decode_image(value, name: str, settings: Settings) -> np.ndarray:
+    return images.decode(image_bytes(value, name), settings.max_pixels, name)
+
+
+def style_images(payload: dict, settings: Settings, presets: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """The style images of exactly one of style_image, style_images or style_preset."""
+    given = [key for key in IMAGE_KEYS if key in payload]
+    if len(given) != 1:
+        raise errors.NSTError(f"give exactly one of {', '.join(IMAGE_KEYS)}")
+    if "style_preset" in payload:
+        return [preset_image(payload["style_preset"], presets)]
+    if "style_image" in payload:
+        return [decode_image(payload["style_image"], "style_image", settings)]
+    values = payload["style_images"]
+    if not isinstance(values, list) or not 1 <= len(values) <= settings.max_styles:
+        raise errors.NSTError(f"style_images must be a list of 1 to {settings.max_styles} images")
+    return [decode_image(v, f"style_images[{i}]", settings) for i, v in enumerate(values)]
+
+
+def preset_image(name, presets: Mapping[str, np.ndarray]) -> np.ndarray:
+    if not isinstance(name, str) or name not in presets:
+        raise errors.NSTError(f"style_preset must be one of {', '.join(sorted(presets))}", "unknown_style_preset")
+    return presets[name]
+
+
+def parse_options(payload: dict, n_styles: int, settings: Settings) -> Options:
+    """`options`, with a top-level `style_blend` folded in, validated against the limits."""
+    values = payload.get("options", {})
+    if not isinstance(values, dict):
+        raise errors.OptionsError(f"options must be an object, got {type(values).__name__}")
+    if "style_blend" in payload:
+        if "style_blend" in values:
+            raise errors.OptionsError("give style_blend either at the top level or in options, not both")
+        values = {**values, "style_blend": payload["style_blend"]}
+    return Options.from_mapping(values, settings.limits, n_styles)

@@ -1,0 +1,76 @@
+"""The HTTP function's settings: one frozen object, built once from the environment when the
+function is loaded and passed to what needs it (a malformed value stops the loading)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from nst_jax import Limits
+from nst_jax.options import env_number
+
+HERE = Path(__file__).resolve().parent
+# What a public deployment allows by default, smaller than the library's own bounds (the CLI's).
+DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000)
+
+
+def default_web_dir() -> Path:
+    """web/ beside this folder's main.py (a staged Cloud Function) or in the checkout above it."""
+    candidates = (HERE / "web", HERE.parent / "web", HERE.parent.parent / "web")
+    return next((d for d in candidates if d.is_dir()), HERE.parent / "web").resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Request, load and time limits of one server process, and where its page lives.
+
+    Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
+    _MAX_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _DEADLINE_S,
+    _DRAIN_S, _CORS_ORIGINS (comma-separated, or "*"), _WEB_DIR, and THREADS."""
+
+    limits: Limits = DEPLOYMENT_LIMITS
+    max_pixels: int = 40_000_000  # one decoded image
+    max_body_bytes: int = 30_000_000
+    max_styles: int = 8
+    max_concurrent: int = 1  # batches running at once
+    max_queue: int = 8  # requests waiting for a slot
+    max_batch: int = 4  # requests of one size bucket run together
+    deadline_s: float = 300.0  # a request's time, waiting included
+    drain_s: float = 30.0  # running work may go on this long after SIGTERM
+    cors_origins: tuple[str, ...] = ()
+    web_dir: Path = field(default_factory=default_web_dir)
+    threads: int | None = None  # gunicorn threads; None: `server_threads` decides
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """The defaults above, overridden by `environ` (default `os.environ`)."""
+        env = os.environ if environ is None else environ
+        d = {f.name: f.default for f in dataclasses.fields(cls)}
+
+        def number(name, **bounds):
+            return env_number(f"NEURASTYLE_{name}", d[name.lower()], env, **bounds)
+
+        threads = env_number("THREADS", 0, env, integer=True, low=1) or None
+        origins = tuple(o.strip() for o in env.get("NEURASTYLE_CORS_ORIGINS", "").split(",") if o.strip())
+        web_dir = Path(env["NEURASTYLE_WEB_DIR"]).resolve() if env.get("NEURASTYLE_WEB_DIR") else default_web_dir()
+        return cls(
+            limits=Limits.from_env(env, **dataclasses.asdict(DEPLOYMENT_LIMITS)),
+            max_pixels=number("MAX_PIXELS", integer=True, low=1),
+            max_body_bytes=number("MAX_BODY_BYTES", integer=True, low=1),
+            max_concurrent=number("MAX_CONCURRENT", integer=True, low=1),
+            max_queue=number("MAX_QUEUE", integer=True),
+            max_batch=number("MAX_BATCH", integer=True, low=1),
+            deadline_s=number("DEADLINE_S", low=0.001),
+            drain_s=number("DRAIN_S"),
+            cors_origins=origins,
+            web_dir=web_dir,
+            threads=threads,
+        )
+
+    def server_threads(self) -> int:
+        """gunicorn threads: functions-framework's 4 per CPU, but at least one per admitted
+        request plus a few for /healthz and refusals, which must not wait behind queued jobs."""
+        return self.threads or max(4 * (os.cpu_count() or 1), self.max_concurrent + self.max_queue + 4)

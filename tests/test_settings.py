@@ -1,0 +1,50 @@
+"""The HTTP function's settings (functions/settings.py): one frozen object from the environment."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from functions.settings import Settings
+from nst_jax import Limits, errors
+
+
+def test_the_defaults_without_environment():
+    settings = Settings.from_env({})
+    assert settings == dataclasses.replace(Settings(), web_dir=settings.web_dir)
+    assert settings.limits == Limits(min_size=32, max_size=1024, max_steps=1000)
+    assert (settings.web_dir / "index.html").is_file()
+
+
+def test_every_setting_comes_from_its_variable(tmp_path):
+    settings = Settings.from_env({
+        "NEURASTYLE_MAX_SIZE": "2e3", "NEURASTYLE_MAX_STEPS": "50", "NEURASTYLE_MAX_PIXELS": "1000",
+        "NEURASTYLE_MAX_BODY_BYTES": "2000", "NEURASTYLE_MAX_CONCURRENT": "2", "NEURASTYLE_MAX_QUEUE": "0",
+        "NEURASTYLE_MAX_BATCH": "1", "NEURASTYLE_DEADLINE_S": "2.5", "NEURASTYLE_DRAIN_S": "5",
+        "NEURASTYLE_CORS_ORIGINS": " https://a.example, ,https://b.example", "NEURASTYLE_WEB_DIR": str(tmp_path),
+        "THREADS": "6"})
+    assert settings == Settings(limits=Limits(max_size=2000, max_steps=50), max_pixels=1000, max_body_bytes=2000,
+                                max_concurrent=2, max_queue=0, max_batch=1, deadline_s=2.5, drain_s=5,
+                                cors_origins=("https://a.example", "https://b.example"), web_dir=Path(tmp_path),
+                                threads=6)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_queue = 3
+
+
+def test_the_server_has_a_thread_for_every_admitted_request():
+    assert Settings(max_concurrent=2, max_queue=30).server_threads() >= 2 + 30 + 2
+    assert Settings(threads=5).server_threads() == 5
+
+
+@pytest.mark.parametrize("name", ["NEURASTYLE_DEADLINE_S", "NEURASTYLE_MAX_QUEUE", "THREADS"])
+@pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e999"])
+def test_bad_settings_are_refused_naming_the_variable(name, value):
+    with pytest.raises(errors.NSTError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_counts_must_be_whole_numbers():
+    with pytest.raises(errors.NSTError, match="NEURASTYLE_MAX_CONCURRENT"):
+        Settings.from_env({"NEURASTYLE_MAX_CONCURRENT": "1.5"})
