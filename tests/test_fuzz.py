@@ -120,6 +120,8 @@ image_values = st.one_of(
 )
 
 json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(min_value=10**20, max_value=10**40),
+                         st.integers(min_value=10**300, max_value=10**400),  # beyond a float's range
+                         st.integers(min_value=-(10**400), max_value=-(10**300)),
                          st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=16))
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=10)

@@ -497,3 +497,17 @@ def test_healthz(client):
     out = r.get_json()
     assert out["ready"] is True and out["device"].startswith(("cpu", "gpu", "cuda", "tpu"))
     assert out["weights"] == {"arch": "vgg16", "source": "random weights (tests)"}
+
+
+# --- hostile clients (issue 12) ------------------------------------------------------------
+
+@pytest.mark.parametrize("option, text", [
+    ("style_weight", "1" + "0" * 400),
+    ("lr", "-" + "9" * 320),
+    ("style_blend", "[1, 1" + "0" * 400 + "]"),
+])
+def test_a_number_too_big_for_a_float_is_400_naming_the_option(client, option, text):
+    options = json.dumps(SMALL)[:-1] + f', "{option}": {text}}}'
+    data = f'{{"content_image": "{CONTENT}", "style_image": "{STYLE}", "options": {options}}}'
+    r = client.post("/stylize", data=data, content_type="application/json")
+    assert option in assert_error(r, 400, "invalid_option")["message"]
