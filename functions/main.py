@@ -31,6 +31,7 @@ STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
     "method_not_allowed": 405,
     "body_too_large": 413,
     "image_too_large": 413,
+    "unsupported_media_type": 415,
     "busy": 429,
     "weights_unavailable": 503,
     "out_of_memory": 503,
@@ -85,6 +86,7 @@ def require(method: str, allowed: str) -> None:
 
 
 def stylize(request: flask.Request) -> flask.Response:
+    parsing.check_media_type(request.mimetype)
     deadline = SERVICE.deadline()  # time spent waiting in line counts
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:

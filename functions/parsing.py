@@ -1,7 +1,8 @@
 """A stylize request's body to what the library takes: pure functions, no Flask.
 
-`parse_stylize(body, settings, presets)` -> `StylizeRequest(content, styles, options, stream)`,
-or `nst_jax.errors.NSTError` whose code and message the client gets.
+`check_media_type(mimetype)`, then `parse_stylize(body, settings, presets)` ->
+`StylizeRequest(content, styles, options, stream)`, or `nst_jax.errors.NSTError` whose code
+and message the client gets.
 """
 
 from __future__ import annotations
@@ -43,6 +44,14 @@ def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndar
     content = decode_image(payload["content_image"], "content_image", settings)
     styles = style_images(payload, settings, presets)
     return StylizeRequest(content, tuple(styles), parse_options(payload, len(styles), settings), stream)
+
+
+def check_media_type(mimetype: str) -> None:
+    """Only JSON: a form or text/plain POST is one any web page can make a browser send,
+    without a CORS preflight, to spend this server's work."""
+    if mimetype != "application/json":
+        raise errors.NSTError(f"the body must be sent as application/json, not {mimetype or 'untyped'}",
+                              "unsupported_media_type")
 
 
 def parse_json(body: bytes) -> dict:

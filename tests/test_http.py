@@ -511,3 +511,15 @@ def test_a_number_too_big_for_a_float_is_400_naming_the_option(client, option, t
     data = f'{{"content_image": "{CONTENT}", "style_image": "{STYLE}", "options": {options}}}'
     r = client.post("/stylize", data=data, content_type="application/json")
     assert option in assert_error(r, 400, "invalid_option")["message"]
+
+
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data",
+                                          "", "application/jsonp", "text/json"])
+def test_only_json_is_served_so_no_page_elsewhere_can_spend_the_server_without_a_preflight(client, content_type):
+    r = client.post("/stylize", data=json.dumps(body()), content_type=content_type)
+    assert "application/json" in assert_error(r, 415, "unsupported_media_type")["message"]
+
+
+def test_json_with_a_charset_is_json(client):
+    r = client.post("/stylize", data=json.dumps(body()), content_type="Application/JSON; charset=utf-8")
+    assert r.status_code == 200, r.data
