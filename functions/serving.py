@@ -11,7 +11,10 @@ with three changes:
 * on SIGTERM the worker *drains*: requests already running finish (up to `Settings.drain_s`
   seconds, then they are stopped and answered 503), new and queued ones get 503
   ``shutting_down``, `/healthz` says 503, and then the process exits 0;
-* gunicorn's own grace period covers the drain.
+* gunicorn's own grace period covers the drain;
+* the request line is capped (`MAX_REQUEST_LINE`; functions-framework lifts gunicorn's cap,
+  and parsing a long line costs more than its length), and gunicorn's own refusals of
+  malformed heads are JSON errors like the function's.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from functions.settings import Settings
 
 TARGET = "neurastyle"
 RETRY_AFTER_MAX_S = 600
+MAX_REQUEST_LINE = 8190  # bytes: gunicorn's largest cap, room for any URL the page or a client makes
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
 
@@ -450,8 +454,21 @@ def process_service() -> Service:
 
 # --- the server ------------------------------------------------------------------
 
+def head_refusal(exc: Exception) -> tuple[int, str, str, str] | None:
+    """(status, reason, code, message) of gunicorn's refusal of a request head that is too
+    large, or None for the errors gunicorn answers itself."""
+    from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
+
+    if isinstance(exc, LimitRequestLine):
+        return 414, "URI Too Long", "uri_too_long", f"the request line is over {MAX_REQUEST_LINE} bytes"
+    if isinstance(exc, LimitRequestHeaders):
+        return 431, "Request Header Fields Too Large", "headers_too_large", "the request's headers are too large"
+    return None
+
+
 def draining_worker(service: Service):
     """gunicorn's threaded worker, draining on SIGTERM (see the module's docstring)."""
+    from gunicorn import util
     from gunicorn.workers.gthread import ThreadWorker
 
     class DrainingWorker(ThreadWorker):
@@ -469,6 +486,20 @@ def draining_worker(service: Service):
         def init_process(self):
             self._lock = threading.Lock()
             super().init_process()
+
+        def handle_error(self, req, client, addr, exc):
+            refusal = head_refusal(exc)
+            if refusal is None:
+                return super().handle_error(req, client, addr, exc)
+            status, reason, code, message = refusal
+            self.log.warning("refused a request head: %s", message)
+            body = json.dumps({"error": {"code": code, "message": message}}).encode()
+            head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                    f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+            try:
+                util.write_nonblock(client, head + body)
+            except OSError:
+                pass  # the client is gone
 
         def handle_exit(self, sig, frame):
             if not service.drain.draining:
@@ -495,4 +526,5 @@ def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
     create_server(app, False, threads=service.settings.server_threads(), worker_class=draining_worker(service),
-                  graceful_timeout=math.ceil(service.settings.drain_s) + 5).run(host, port)
+                  graceful_timeout=math.ceil(service.settings.drain_s) + 5,
+                  limit_request_line=MAX_REQUEST_LINE).run(host, port)

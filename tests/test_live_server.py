@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import signal
+import socket
 import time
 
 import pytest
@@ -188,3 +189,39 @@ def test_sigterm_lets_running_requests_finish_and_refuses_new_ones(tmp_path, ran
         pool.shutdown()
     finally:
         server.stop()
+
+
+# --- hostile clients (issue 12) ----------------------------------------------------------
+
+def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
+    """Send `data` on a fresh connection and read until the server closes it (or resets it
+    after answering: what was read by then). Returns the raw answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server answered and closed before reading everything
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+        return answer
+
+
+def status_of(answer: bytes) -> int:
+    return int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+
+
+def json_error(answer: bytes) -> dict:
+    return json.loads(answer.split(b"\r\n\r\n", 1)[1])["error"]
+
+
+@pytest.mark.slow
+def test_a_long_request_line_is_refused_as_414(live_server):
+    line = b"GET /" + b"a" * 65536 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    answer = exchange(live_server.port, line)
+    assert status_of(answer) == 414, answer[:200]
+    assert json_error(answer)["code"] == "uri_too_long"
+    assert status_of(exchange(live_server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
