@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import images, transfer
+from nst_jax import images, optim, shapes, transfer
 from nst_jax.options import Options
 from nst_jax.vgg import layer_names, layer_shapes
 
@@ -71,7 +71,7 @@ def load_images(content_path: Path | None, style_path: Path | None) -> tuple[np.
 
 def at_size(image: np.ndarray, longest: int) -> np.ndarray:
     """`image` resized as NeuraStyle does for a scale whose longest side is `longest`."""
-    return images.resize(image, *transfer.working_shape(*image.shape[:2], longest))
+    return images.resize(image, *shapes.working_shape(*image.shape[:2], longest))
 
 
 def weights_and_lr(options: Options) -> tuple[jax.Array, jax.Array]:
@@ -81,22 +81,24 @@ def weights_and_lr(options: Options) -> tuple[jax.Array, jax.Array]:
 
 
 class JaxStylizer:
-    """NeuraStyle's own loop (`nst_jax.transfer.optimize`) on one content/style pair at one size."""
+    """NeuraStyle's own loop (`nst_jax.optim.adam`) on one content/style pair at one size."""
 
     def __init__(self, model, content: np.ndarray, style: np.ndarray, options: Options = Options()):
         self.model, self.options = model, options
         self.content = jnp.asarray(content[None], jnp.float32)
-        self.targets = transfer.make_targets(model, self.content, [style], np.ones(1), max(content.shape[:2]))
-        self.loss_weights, self.lr = weights_and_lr(options)
+        loss_weights, self.lr = weights_and_lr(options)
+        self.decay = jnp.asarray([options.average_decay], jnp.float32)
+        self.problem = optim.Problem.of(model, options.content_layer,
+                                        transfer.targets(model, self.content, [style], np.ones(1), options),
+                                        loss_weights)
         self.image = self.content
 
     def run(self, n_steps: int) -> float:
         """`n_steps` Adam steps from the content image; returns the seconds they took."""
-        start = jnp.array(self.content)  # a copy: the loop donates its input
-        start.block_until_ready()
+        start = optim.AdamCarry.start(jnp.array(self.content))  # a copy: the loop donates its input
+        start.image.block_until_ready()
         t = time.perf_counter()
-        self.image = transfer.optimize(self.model, start, self.targets, self.loss_weights, self.lr, n_steps,
-                                       lambda *_: True)
+        self.image = optim.adam(start, self.problem, self.lr, self.decay, n_steps, lambda *_: True).result()
         self.image.block_until_ready()
         return time.perf_counter() - t
 
@@ -130,11 +132,17 @@ def paired_ratio(a: dict, b: dict) -> float:
     return statistics.median(x / y for x, y in zip(a["wall"], b["wall"]))
 
 
-def step_flops(arch: str, height: int, width: int, last: str = transfer.CONTENT_LAYER) -> float:
-    """FLOPs of one step's convolutions: the forward pass up to `last` plus the gradient
+def deepest_layer(arch: str, options: Options = Options()) -> str:
+    """The deepest layer a step computes: its content layer or the last style layer."""
+    names = layer_names(arch)
+    return max((options.content_layer, *optim.STYLE_LAYERS), key=names.index)
+
+
+def step_flops(arch: str, height: int, width: int, last: str | None = None) -> float:
+    """FLOPs of one step's convolutions: the forward pass up to `last` (default `deepest_layer`) plus the gradient
     with respect to the input (backward-data, as many FLOPs as the forward; no weight
     gradients). Multiply-add = 2 FLOPs; pooling, Grams and losses are not counted."""
-    forward, h, w = 0.0, height, width
+    forward, h, w, last = 0.0, height, width, last or deepest_layer(arch)
     for name in layer_names(arch)[: layer_names(arch).index(last) + 1]:
         if name.endswith("_conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2

@@ -9,7 +9,7 @@ idle machine, "median" what a shared machine gives):
              library's Winograd F(2x2, 3x3) (`nst_jax.winograd`) and PyTorch (oneDNN);
   breakdown  one step's time by kind of XLA operation (jax.profiler trace with XLA's per-op
              TraceMe; thread time, so it can exceed the wall time), and PyTorch's top operators;
-  variants   the library's loop (`transfer.optimize`) against one compiled call per step, the
+  variants   the library's loop (`optim.adam`) against one compiled call per step, the
              library without Winograd layers, and PyTorch;
   flags      the step under XLA_FLAGS variants, each in a child process, in turns.
 """
@@ -44,7 +44,7 @@ import torch.nn.functional as F  # noqa: E402
 import common  # noqa: E402
 import nst_jax  # noqa: E402
 import torch_reference  # noqa: E402
-from nst_jax import transfer, winograd  # noqa: E402
+from nst_jax import optim, shapes, winograd  # noqa: E402
 from nst_jax.vgg import layer_names, layer_shapes  # noqa: E402
 
 FLAG_VARIANTS = {
@@ -78,13 +78,13 @@ def best_of(fns: dict, repeats: int) -> dict[str, list[float]]:
 
 
 def layers(size: int, repeats: int) -> None:
-    height, width = transfer.working_shape(3, 4, size)
+    height, width = shapes.working_shape(3, 4, size)
     print(f"\n### Convolutions at {size} px ({height}x{width}), min ms of {repeats}\n")
     print("| layer | GFLOP | XLA fwd | Winograd fwd | PyTorch fwd | XLA input grad | Winograd input grad "
           "| PyTorch input grad |\n" + "|---" * 8 + "|")
     rng, h, w, total = np.random.default_rng(0), height, width, np.zeros(6)
     names = layer_names("vgg16")
-    for name in names[: names.index(transfer.CONTENT_LAYER) + 1]:
+    for name in names[: names.index(common.deepest_layer("vgg16")) + 1]:
         if name.endswith("_conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2
         _, _, cin, cout = layer_shapes("vgg16")[name]
@@ -161,22 +161,22 @@ def breakdown(model, content, style, size: int, steps: int) -> None:
 def variants(model, content, style, size: int, steps: int, repeats: int) -> None:
     run = common.JaxStylizer(model, common.at_size(content, size), common.at_size(style, size))
     direct = nst_jax.model.from_weights(model.weights, winograd_layers=())
-    one_step = jax.jit(transfer.adam_step, static_argnames=("net",), donate_argnums=(0,))
+    one_step = jax.jit(optim.adam_step, donate_argnums=(0,))
     image = run.content
 
     def library(model):
+        problem = run.problem.replace(net=model.net, params=model.params)
         def run_n(n):
-            return transfer.optimize(model, jnp.array(image), run.targets, run.loss_weights, run.lr, n,
-                                     lambda *_: True)
+            return optim.adam(optim.AdamCarry.start(jnp.array(image)), problem, run.lr, run.decay, n,
+                              lambda *_: True).result()
         return run_n
 
     def step_by_step(n):
-        carry = (jnp.array(image), transfer.ADAM.init(image))
+        carry = optim.AdamCarry.start(jnp.array(image))
         for _ in range(n):
-            carry, loss = one_step(carry, model.net, model.params, model.input_scale, model.input_offset,
-                                   run.targets, run.loss_weights, run.lr)
+            carry, loss = one_step(carry, run.problem, run.lr, run.decay)
             float(loss[0])
-        return carry[0]
+        return carry.result()
 
     trun = torch_reference.TorchStylizer(torch_reference.TorchVGG(model.weights),
                                          common.at_size(content, size), common.at_size(style, size))
@@ -186,7 +186,7 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
         return trun.result()[None]
 
     winograd = ", ".join(model.net.winograd_layers) or "none"
-    base = "library (`transfer.optimize`)"
+    base = "library (`optim.adam`)"
     runs = {base: library(model), "one compiled call per step": step_by_step,
             "library without Winograd": library(direct), "PyTorch (`torch_reference`)": pytorch}
     ms = best_of({name: functools.partial(f, steps) for name, f in runs.items()}, repeats)

@@ -40,7 +40,7 @@ import optax
 
 import common
 import nst_jax
-from nst_jax import images, transfer
+from nst_jax import images, optim, transfer
 
 
 Curve = list[tuple[float, float]]  # (seconds, total loss)
@@ -50,44 +50,40 @@ def stylize_curve(model, content, style, options) -> tuple[Curve, float, np.ndar
     """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result,
     loss evaluations at the last scale) of `nst_jax.stylize`."""
     nst_jax.stylize(content, [style], dataclasses.replace(options, steps=1), model=model)  # compile
-    reports, evaluations, evaluate = [], collections.Counter(), transfer.loss_and_grad
+    reports, evaluations, evaluate = [], collections.Counter(), optim.loss_and_grad
 
     def counted(image, *args):  # L-BFGS's evaluations, by image shape
         evaluations[image.shape] += 1
         return evaluate(image, *args)
-    transfer.loss_and_grad = counted
+    optim.loss_and_grad = counted
     try:
         result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
     finally:
-        transfer.loss_and_grad = evaluate
+        optim.loss_and_grad = evaluate
     last = [(p.elapsed, p.loss) for p in reports if p.scale == p.scales - 1]
     coarse = max((p.elapsed for p in reports if p.scale < p.scales - 1), default=0.0)
     full_shape = (1, *reports[-1].shape, 3)
     return last, coarse, result, evaluations[full_shape] if options.optimizer == "lbfgs" else options.steps
 
 
-def lbfgs_curve(model, content, targets, options, budget_s: float) -> tuple[Curve, int, np.ndarray]:
+def lbfgs_curve(problem: optim.Problem, content, budget_s: float) -> tuple[Curve, int, np.ndarray]:
     """((seconds, loss) per iteration, loss evaluations in all, result) of L-BFGS from `content`."""
-    weights, _ = common.weights_and_lr(options)
     opt = optax.lbfgs()
 
-    def loss(x, params, targets):
-        return transfer.objective(jnp.clip(x, 0.0, 1.0), model.net, params, model.input_scale,
-                                  model.input_offset, targets, weights)[0]
-
     @jax.jit
-    def step(x, state, params, targets):
-        f = functools.partial(loss, params=params, targets=targets)
+    def step(x, state, problem):
+        def f(x):
+            return problem.loss(jnp.clip(x, 0.0, 1.0))[0]
         value, grad = optax.value_and_grad_from_state(f)(x, state=state)
         updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
         return optax.apply_updates(x, updates), state, value, optax.tree_utils.tree_get(state, "num_linesearch_steps")
 
     x = jnp.asarray(content[None])
-    jax.block_until_ready(step(x, opt.init(x), model.params, targets))  # compile
+    jax.block_until_ready(step(x, opt.init(x), problem))  # compile
     state, curve, evaluations = opt.init(x), [], 0
     start = time.perf_counter()
     while not curve or curve[-1][0] < budget_s:
-        x, state, value, searched = step(x, state, model.params, targets)
+        x, state, value, searched = step(x, state, problem)
         curve.append((time.perf_counter() - start, float(value)))
         evaluations += int(searched)
     return curve, evaluations, np.clip(np.asarray(x[0]), 0, 1)
@@ -110,13 +106,10 @@ def plot(curves: dict, adam_final: float, title: str, path: Path) -> None:
     fig.savefig(path)
 
 
-def loss_of(model, targets, options, shape: tuple[int, int], image: np.ndarray) -> float:
+def loss_of(problem: optim.Problem, shape: tuple[int, int], image: np.ndarray) -> float:
     """The weighted total loss of one (H, W, 3) result, resized to the working `shape`,
     against the full-size targets."""
-    weights, _ = common.weights_and_lr(options)
-    total, _ = transfer.objective(jnp.asarray(images.resize(image, *shape)[None]), model.net, model.params,
-                                  model.input_scale, model.input_offset, targets, weights)
-    return float(total)
+    return float(problem.loss(jnp.asarray(images.resize(image, *shape)[None]))[0])
 
 
 def main(argv=None) -> None:
@@ -135,8 +128,10 @@ def main(argv=None) -> None:
     content, style = common.load_images(args.content, args.style)
     options = nst_jax.Options(size=args.size, steps=args.steps, multiscale=False)
     full = common.at_size(content, options.size)
-    targets = transfer.make_targets(model, full[None], [style], np.ones(1), options.size)
-    final_loss = functools.partial(loss_of, model, targets, options, full.shape[:2])
+    problem = optim.Problem.of(model, options.content_layer,
+                               transfer.targets(model, full[None], [style], np.ones(1), options),
+                               common.weights_and_lr(options)[0])
+    final_loss = functools.partial(loss_of, problem, full.shape[:2])
 
     single, _, single_result, evaluations_single = stylize_curve(model, content, style, options)
     multi, coarse_s, multi_result, evaluations_multi = stylize_curve(model, content, style,
@@ -144,7 +139,7 @@ def main(argv=None) -> None:
     lbfgsb, _, lbfgsb_result, evaluations_b = stylize_curve(model, content, style,
                                                             dataclasses.replace(options, optimizer="lbfgs"))
     adam_time, adam_final = single[-1][0], final_loss(single_result)
-    lbfgs, evaluations, lbfgs_result = lbfgs_curve(model, full, targets, options, args.lbfgs_budget * adam_time)
+    lbfgs, evaluations, lbfgs_result = lbfgs_curve(problem, full, args.lbfgs_budget * adam_time)
 
     rows = {  # curve, result, loss evaluations, seconds before the first of them
         "Adam, single scale": (single, single_result, evaluations_single, 0.0),

@@ -19,21 +19,23 @@ import torch
 import torch.nn.functional as F
 
 from nst_jax.options import Options
-from nst_jax.transfer import CONTENT_LAYER, STYLE_LAYERS
+from nst_jax.optim import STYLE_LAYERS
 from nst_jax.vgg import layer_names
 from nst_jax.weights import Weights
 
 
 class TorchVGG:
-    """The VGG conv stack up to `CONTENT_LAYER` as frozen torch tensors (OIHW kernels).
+    """The VGG conv stack up to the deepest of `content_layer` and the style layers, as frozen
+    torch tensors (OIHW kernels).
 
     channels_last: keep activations and kernels in NHWC memory order (same NCHW logical
     shapes), which oneDNN and cuDNN may run faster; the default is PyTorch's usual layout.
     """
 
-    def __init__(self, weights: Weights, device: str = "cpu", channels_last: bool = False):
+    def __init__(self, weights: Weights, device: str = "cpu", channels_last: bool = False,
+                 content_layer: str = Options().content_layer):
         names = layer_names(weights.arch)
-        self.names = names[: names.index(CONTENT_LAYER) + 1]
+        self.names = names[: max(names.index(n) for n in (content_layer, *STYLE_LAYERS)) + 1]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.convs = {
             n: (torch.from_numpy(weights.params[n]["kernel"].transpose(3, 2, 0, 1)).to(device)
@@ -93,23 +95,23 @@ class TorchStylizer:
         self.device = net.mean.device
         self.content = to_nchw(content, self.device)
         with torch.no_grad():
-            self.target_content = net(self.content, (CONTENT_LAYER,))[CONTENT_LAYER]
+            self.target_content = net(self.content, (options.content_layer,))[options.content_layer]
             feats = net(to_nchw(style, self.device), STYLE_LAYERS)
             self.target_grams = {n: gram(feats[n]) for n in STYLE_LAYERS}
         self.weights = torch.tensor([options.content_weight, options.style_weight, options.tv_weight],
                                     device=self.device)
         self.reset()
 
-    def reset(self) -> None:
-        """Start again from the content image with a fresh Adam state."""
-        self.image = self.content.clone().requires_grad_(True)
+    def reset(self, start: np.ndarray | None = None) -> None:
+        """Start again from `start` ((H, W, 3), default the content image) with a fresh Adam state."""
+        self.image = (self.content.clone() if start is None else to_nchw(start, self.device)).requires_grad_(True)
         self.adam = torch.optim.Adam([self.image], lr=self.options.lr, betas=(0.9, 0.999), eps=1e-8)
 
     def objective(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(total loss, [content, style, tv] terms) of (1, 3, H, W) `image`."""
-        feats = self.net(image, (CONTENT_LAYER, *STYLE_LAYERS))
+        feats = self.net(image, (self.options.content_layer, *STYLE_LAYERS))
         style = torch.stack([relative_error(gram(feats[n]), self.target_grams[n]) for n in STYLE_LAYERS]).mean(0)
-        terms = torch.stack([relative_error(feats[CONTENT_LAYER], self.target_content), style,
+        terms = torch.stack([relative_error(feats[self.options.content_layer], self.target_content), style,
                              total_variation(image)], dim=-1)[0]
         return (terms * self.weights).sum(), terms
 

@@ -9,8 +9,19 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from nst_jax.errors import OptionsError
+from nst_jax.vgg import layer_names
 
 OPTIMIZERS = ("adam", "lbfgs")
+MIN_SCALE_RANGE = (64, 1024)  # px
+CONTENT_LAYERS = tuple(dict.fromkeys(layer_names("vgg16") + layer_names("vgg19")))
+# Named sets of option values; explicit options override them. "seed" is the project's first
+# recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
+# a total variation weight too small to matter).
+RECIPES = {
+    "default": {},
+    "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
+             "average_decay": 0.0, "tv_weight": 0.01},
+}
 
 
 def env_number(name: str, default: float, environ: Mapping[str, str] | None = None, *,
@@ -70,15 +81,23 @@ class Options:
       init: start from the ``"content"`` image or from ``"noise"``.
       seed: seed of the noise (bit-for-bit repeatable on one machine).
       preserve_color: transfer style to luminance only, keep the content's colours.
-      multiscale: coarse-to-fine from `MIN_SCALE` px up to `size`.
+      multiscale: coarse to fine, from `min_scale` px up to `size`, each scale `scale_ratio`
+        times the previous; each starts from the previous one's result and Adam state.
+      min_scale: longest side of the coarsest scale, px.
+      scale_ratio: ratio of the longest sides of two consecutive scales (> 1).
       style_blend: one weight per style image (normalised to sum 1); None = equal.
+      content_layer: the VGG layer whose activations carry the photo (`CONTENT_LAYERS`).
+      style_scale: the style image is analysed with its longest side `style_scale` times the
+        current scale's, never past its own pixels.
+      average_decay: the result is the exponential moving average of the iterates with this
+        decay per step (0: the last iterate), which smooths away the iterates' pixel noise.
     """
 
     size: int = 512
     steps: int = 300
     content_weight: float = 1.0
     style_weight: float = 10.0
-    tv_weight: float = 1e-2
+    tv_weight: float = 10.0
     lr: float = 0.03
     init: str = "content"
     seed: int = 0
@@ -86,13 +105,18 @@ class Options:
     multiscale: bool = True
     style_blend: tuple[float, ...] | None = None
     optimizer: str = "adam"
+    min_scale: int = 256
+    scale_ratio: float = 2.0
+    content_layer: str = "block4_conv2"
+    style_scale: float = 1.0
+    average_decay: float = 0.99
 
     def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
         """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
         def bad(name, why):
             raise OptionsError(f"option {name!r} {why}")
 
-        for name in ("size", "steps", "seed"):
+        for name in ("size", "steps", "seed", "min_scale"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
                 bad(name, f"must be an integer, got {type(value).__name__}")
@@ -110,6 +134,15 @@ class Options:
                 bad(name, "must be in (0, 1]" if name == "lr" else f"must not be negative, got {value}")
             if value > 1e12:
                 bad(name, f"must be at most 1e12, got {value}")
+        if not MIN_SCALE_RANGE[0] <= self.min_scale <= MIN_SCALE_RANGE[1]:
+            bad("min_scale", f"must be between {MIN_SCALE_RANGE[0]} and {MIN_SCALE_RANGE[1]}, got {self.min_scale}")
+        for name, (low, high) in (("scale_ratio", (1.1, 4.0)), ("style_scale", (0.1, 4.0)),
+                                  ("average_decay", (0.0, 0.999))):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+                bad(name, f"must be a number between {low} and {high}, got {value!r}")
+        if self.content_layer not in CONTENT_LAYERS:
+            bad("content_layer", f"must be one of {', '.join(CONTENT_LAYERS)}, got {self.content_layer!r}")
         if self.content_weight == 0 and self.style_weight == 0:
             bad("style_weight", "and content_weight cannot both be 0")
         if self.init not in ("content", "noise"):
@@ -130,20 +163,25 @@ class Options:
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
-        """Build from JSON-like data (unknown keys are an error), validated against `limits`."""
+        """Build from JSON-like data (unknown keys are an error), validated against `limits`.
+        A "recipe" key names a set of values (`RECIPES`) that the other keys override."""
         if not isinstance(values, Mapping):
             raise OptionsError(f"options must be an object, got {type(values).__name__}")
+        values = dict(values)
+        recipe = values.pop("recipe", "default")
+        if not isinstance(recipe, str) or recipe not in RECIPES:
+            raise OptionsError(f"option 'recipe' must be one of {', '.join(map(repr, RECIPES))}, got {recipe!r}")
+        values = {**RECIPES[recipe], **values}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise OptionsError(f"unknown option(s) {unknown}; known options are {sorted(known)}")
-        values = dict(values)
         if isinstance(values.get("style_blend"), list):
             values["style_blend"] = tuple(values["style_blend"])
         elif "style_blend" in values and values["style_blend"] is not None:
             raise OptionsError("option 'style_blend' must be a list of numbers")
         # JSON has one number type: accept 2.0 for an integer option, but not 2.5.
-        for name in ("size", "steps", "seed"):
+        for name in ("size", "steps", "seed", "min_scale"):
             v = values.get(name)
             if isinstance(v, float) and v.is_integer():
                 values[name] = int(v)

@@ -8,7 +8,7 @@ import pytest
 from conftest import gradient_image, random_weights
 
 import nst_jax
-from nst_jax import images, transfer
+from nst_jax import images, optim, transfer
 from nst_jax import model as model_lib
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import Options
@@ -21,22 +21,23 @@ def model():
 
 @pytest.fixture(scope="module")
 def problem(model):
-    """(start image (1, 48, 64, 3), targets, loss_weights (1, 3)) of one single-scale stylization."""
+    """(start image (1, 48, 64, 3), `optim.Problem`) of one single-scale stylization."""
     content = gradient_image(48, 64, seed=1)[None]
-    targets = transfer.make_targets(model, content, [gradient_image(48, 48, seed=2)[::-1]], np.ones(1), 64)
-    return content, targets, jnp.asarray([[1.0, 10.0, 0.01]])
+    targets = transfer.targets(model, content, [gradient_image(48, 48, seed=2)[::-1]], np.ones(1), Options())
+    return content, optim.Problem.of(model, Options().content_layer, targets, jnp.asarray([[1.0, 10.0, 0.01]]))
 
 
 def total_loss(model, problem, image) -> float:
-    _, targets, weights = problem
-    return float(transfer.loss_and_grad(image, model.net, model.params, model.input_scale, model.input_offset,
-                                        targets, weights)[0])
+    return float(optim.loss_and_grad(image, problem[1])[0])
 
 
 def run(model, problem, optimizer, steps, report=lambda *_: True):
-    start, targets, weights = problem  # a fresh start image: Adam's compiled step donates it
-    return transfer.optimize(model, jnp.asarray(start), targets, weights, jnp.asarray([Options().lr]), steps,
-                             report, optimizer)
+    start, objective = problem
+    if optimizer == "lbfgs":
+        return optim.lbfgs(jnp.asarray(start), objective, steps, report)
+    # the last iterate, as L-BFGS gives (a fresh start image: Adam's compiled step donates it)
+    carry = optim.AdamCarry.start(jnp.asarray(start))
+    return optim.adam(carry, objective, jnp.asarray([Options().lr]), jnp.zeros(1), steps, report).image
 
 
 def test_lbfgs_lowers_the_loss_more_than_as_many_adam_steps(model, problem):

@@ -13,7 +13,9 @@ import skimage
 
 import nst_jax
 from nst_jax import images, losses
-from nst_jax.transfer import CONTENT_LAYER, STYLE_LAYERS
+from nst_jax.optim import STYLE_LAYERS
+
+CONTENT_LAYER = nst_jax.Options().content_layer
 
 pytestmark = pytest.mark.slow
 DATA = os.path.join(os.path.dirname(skimage.__file__), "data")

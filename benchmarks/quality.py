@@ -1,0 +1,181 @@
+"""The quality benchmark: does a stylized picture keep the photo, take the painting's texture,
+and stay free of dots? Runs fixed content x style pairs at several sizes and recipes, prints a
+table of `measures` per result (QUALITY.md) and writes a contact sheet per size.
+
+The pairs use only pictures the repository may ship: photos that Python packages ship
+(scikit-image, scikit-learn; licences in QUALITY.md) and the public-domain paintings of
+web/styles/. Recipes are option sets of today's library: "default" is `Options()`, "seed"
+`RECIPES["seed"]`, and `NAME:key=value,...` adds one. `--baseline TREE` adds the recipe "landed":
+the default options of another checkout (e.g. `git worktree add /tmp/landed <commit>`), run
+through its own command line.
+
+    python benchmarks/quality.py --sizes 256 512 --baseline /tmp/landed   # CPU
+    python benchmarks/quality.py --sizes 1024 2048 4096       # a GPU
+    python benchmarks/quality.py --sizes 256 --recipes default "b4:content_layer=block4_conv2"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+from PIL import Image, ImageDraw
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import nst_jax  # noqa: E402
+from benchmarks import measures  # noqa: E402
+from nst_jax import images  # noqa: E402
+from nst_jax.options import RECIPES  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+STYLES = {"starry_night": REPO / "web/styles/starry_night.jpg", "shipwreck": REPO / "web/styles/shipwreck.jpg"}
+RECIPE_OPTIONS = {"default": {}, "seed": RECIPES["seed"]}
+
+
+def content_photos() -> dict[str, np.ndarray]:
+    """A face, a building in a landscape, a night scene with structures, an object: (H, W, 3) in [0, 1]."""
+    import skimage.data
+    import sklearn.datasets
+
+    photos = {"astronaut": skimage.data.astronaut(), "china": sklearn.datasets.load_sample_image("china.jpg"),
+              "rocket": skimage.data.rocket(), "coffee": skimage.data.coffee()}
+    return {name: np.asarray(pixels, np.float32) / 255.0 for name, pixels in photos.items()}
+
+
+def parse_recipe(text: str) -> tuple[str, dict]:
+    """"name" of RECIPE_OPTIONS, or "name:key=value,key=value" (values as JSON, else strings)."""
+    if ":" not in text:
+        return text, RECIPE_OPTIONS[text]
+    name, _, rest = text.partition(":")
+    values = {}
+    for item in filter(None, rest.split(",")):
+        key, _, raw = item.partition("=")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return name, values
+
+
+def peak_memory_mb() -> float:
+    """Peak device memory where the backend reports it (GPU), else the process's peak RSS; both
+    are peaks over the process so far, so runs go from small to large."""
+    stats = jax.devices()[0].memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        return stats["peak_bytes_in_use"] / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def stylize(model, content, style, size, recipe: dict, steps: int | None) -> tuple[np.ndarray, float]:
+    """Today's library with the options of `recipe`: (result, seconds)."""
+    options = nst_jax.Options.from_mapping({"size": size, **({"steps": steps} if steps else {}), **recipe},
+                                           nst_jax.Limits(max_size=8192))
+    start = time.perf_counter()
+    result = nst_jax.stylize(content, [style], options, model=model)
+    return result, time.perf_counter() - start
+
+
+def stylize_with_tree(tree: Path, content_path: Path, style_path: Path, size: int, steps: int | None,
+                      out: Path) -> tuple[np.ndarray, float]:
+    """Another checkout's command line at its default options (its own compiled-program cache
+    makes repeated shapes cheap): (result, seconds of the whole command)."""
+    command = [sys.executable, "-m", "nst_jax", "stylize", str(content_path), str(style_path), "-o", str(out),
+               "--size", str(size), *(["--steps", str(steps)] if steps else [])]
+    start = time.perf_counter()
+    run = subprocess.run(command, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True,
+                         text=True)
+    if run.returncode:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{run.stderr[-2000:]}")
+    return images.read(out), time.perf_counter() - start
+
+
+def tile(image: np.ndarray, height: int, label: str = "") -> Image.Image:
+    im = Image.fromarray(images.to_uint8(images.resize(image, height, round(image.shape[1] * height / image.shape[0]))))
+    if label:
+        draw = ImageDraw.Draw(im)
+        draw.rectangle((0, 0, 7 * len(label) + 6, 14), fill=(0, 0, 0))
+        draw.text((3, 1), label, fill=(255, 255, 0))
+    return im
+
+
+def contact_sheet(rows: list[list[Image.Image]], path: Path) -> None:
+    widths = [sum(t.width for t in row) for row in rows]
+    sheet = Image.new("RGB", (max(widths), sum(row[0].height for row in rows)), "white")
+    y = 0
+    for row in rows:
+        x = 0
+        for t in row:
+            sheet.paste(t, (x, y))
+            x += t.width
+        y += row[0].height
+    sheet.save(path, optimize=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--recipes", nargs="+", default=["default"])
+    p.add_argument("--baseline", type=Path, help="a checkout whose default options run as the recipe 'landed'")
+    p.add_argument("--pairs", nargs="*", help="only pairs whose 'content/style' name contains one of these")
+    p.add_argument("--steps", type=int, help="steps per scale (default: the options' default)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "quality")
+    p.add_argument("--tile", type=int, default=192, help="height of the contact sheets' pictures, px")
+    args = p.parse_args()
+
+    recipes = dict(parse_recipe(r) for r in args.recipes)
+    model = nst_jax.load_model()
+    photos = content_photos()
+    paintings = {name: images.read(path) for name, path in STYLES.items()}
+    pairs = [(c, s) for c in photos for s in paintings
+             if not args.pairs or any(f in f"{c}/{s}" for f in args.pairs)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    files = {}  # the pictures as files, for the baseline's command line
+    if args.baseline:
+        for name, pixels in [*photos.items(), *paintings.items()]:
+            files[name] = args.out / f"input_{name}.png"
+            images.write(pixels, files[name])
+    print(f"device {model.device}, weights {model.weights.source}, recipes {recipes}")
+    print("| size | pair | recipe | layout | texture | dots ‰ | noise % | seconds | peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    runs = ([("landed", None)] if args.baseline else []) + list(recipes.items())
+    with open(args.out / "results.jsonl", "a") as log:
+        for size in sorted(args.sizes):
+            rows = []
+            for c, s in pairs:
+                photo, painting = photos[c], paintings[s]
+                row = [tile(photo, args.tile, c), tile(painting, args.tile, s)]
+                for name, recipe in runs:
+                    path = args.out / f"{c}_{s}_{size}_{name}.png"
+                    if recipe is None:
+                        result, seconds = stylize_with_tree(args.baseline, files[c], files[s], size, args.steps, path)
+                    else:
+                        result, seconds = stylize(model, photo, painting, size, recipe, args.steps)
+                        images.write(result, path)
+                    record = {"size": size, "pair": f"{c}/{s}", "recipe": name, "options": recipe,
+                              "steps": args.steps, "layout": measures.layout(result, photo),
+                              "texture": measures.texture(model, result, photo, painting),
+                              "dots": measures.dots(result), "noise": measures.noise(result, photo),
+                              "seconds": seconds, "device": model.device,
+                              # another process's memory is not seen from here
+                              "peak_mb": peak_memory_mb() if recipe is not None else float("nan")}
+                    log.write(json.dumps(record) + "\n")
+                    log.flush()
+                    print(f"| {size} | {c}/{s} | {name} | {record['layout']:.3f} | {record['texture']:.3f} | "
+                          f"{record['dots']:.2f} | {record['noise']:.2f} | {seconds:.0f} | {record['peak_mb']:.0f} |",
+                          flush=True)
+                    row.append(tile(result, args.tile, f"{name} L{record['layout']:.2f} T{record['texture']:.2f}"))
+                rows.append(row)
+            contact_sheet(rows, args.out / f"sheet_{size}.png")
+            print(f"contact sheet: {args.out / f'sheet_{size}.png'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

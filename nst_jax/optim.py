@@ -1,0 +1,208 @@
+"""The optimisers: Adam (compiled loop) or L-BFGS (SciPy) on the pixels of a batch of images.
+
+Everything here works on float32 RGB arrays (N, H, W, 3) in [0, 1]. A batch axis N runs
+independent stylizations side by side in one program (Adam is elementwise, so stacking images
+is exactly the same as running them apart). L-BFGS would minimise a batch's summed loss as one
+problem (one line search), so each L-BFGS job is a batch of its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable
+from typing import NamedTuple
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import scipy.optimize
+
+from nst_jax import losses
+from nst_jax.model import Model, preprocess
+from nst_jax.vgg import VGG
+
+STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+# Adam's moment estimates only; the learning rate is applied per image afterwards, so it is a
+# traced value (changing it does not recompile) and may differ within a batch.
+ADAM = optax.scale_by_adam()
+
+
+@flax.struct.dataclass
+class Problem:
+    """What is minimised: the network, its weights, the targets and the loss weights.
+
+    A pytree, so one compiled program serves any weights, targets and loss weights of the
+    same shapes; `net` and `content_layer` are static (a new value compiles a new program).
+
+    Attributes:
+      net, params, input_scale, input_offset: the `Model`'s.
+      content_layer: the layer whose activations the content error compares.
+      targets: {"content": (N, h, w, C) activations, "grams": {layer: (N, C, C)}}.
+      loss_weights: (N, 3) [content, style, tv] per image.
+    """
+
+    net: VGG = flax.struct.field(pytree_node=False)
+    content_layer: str = flax.struct.field(pytree_node=False)
+    params: dict
+    input_scale: jax.Array
+    input_offset: jax.Array
+    targets: dict
+    loss_weights: jax.Array
+
+    @classmethod
+    def of(cls, model: Model, content_layer: str, targets: dict, loss_weights: jax.Array) -> "Problem":
+        return cls(model.net, content_layer, model.params, model.input_scale, model.input_offset,
+                   targets, loss_weights)
+
+    def terms(self, image: jax.Array) -> jax.Array:
+        """Unweighted (N, 3) [content, style, tv] errors of `image` (N, H, W, 3)."""
+        feats = self.net.apply(self.params, preprocess(image, self.input_scale, self.input_offset),
+                               layers=(self.content_layer, *STYLE_LAYERS))
+        return jnp.stack([
+            losses.content_loss(feats[self.content_layer], self.targets["content"]),
+            losses.style_loss(feats, self.targets["grams"], STYLE_LAYERS),
+            losses.total_variation(image),
+        ], axis=-1)
+
+    def loss(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The weighted total summed over the batch (what is minimised), and the (N,) per-image totals."""
+        per_image = jnp.sum(self.terms(image) * self.loss_weights, axis=-1)
+        return jnp.sum(per_image), per_image
+
+
+class AdamCarry(NamedTuple):
+    """The state of the Adam loop, carried from step to step and from scale to scale.
+
+    image: (N, H, W, 3) the current iterate; adam: optax's moment estimates of its gradient;
+    average: (N, H, W, 3) exponential moving average of the iterates, without bias correction;
+    average_weight: (N,) 1 - decay^steps, the bias correction (the average is average / weight).
+    """
+
+    image: jax.Array
+    adam: optax.ScaleByAdamState
+    average: jax.Array
+    average_weight: jax.Array
+
+    @classmethod
+    def start(cls, image: jax.Array) -> "AdamCarry":
+        return cls(image, ADAM.init(image), jnp.zeros_like(image), jnp.zeros(image.shape[0], image.dtype))
+
+    def result(self) -> jax.Array:
+        """The averaged image, or the iterate where nothing was averaged (decay 0 gives the iterate too)."""
+        weight = self.average_weight[:, None, None, None]
+        return jnp.where(weight > 0, self.average / jnp.maximum(weight, 1e-12), self.image)
+
+
+def adam_step(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array) -> tuple[AdamCarry, jax.Array]:
+    """One Adam step on the pixels, clipped to [0, 1], and the averages updated.
+
+    lr (N,) step size in pixel units; decay (N,) of the moving average. Returns the new carry
+    and the (N,) weighted losses before the step.
+    """
+    grad, per_image = jax.grad(problem.loss, has_aux=True)(carry.image)
+    direction, adam = ADAM.update(grad, carry.adam)
+    image = jnp.clip(carry.image - lr[:, None, None, None] * direction, 0.0, 1.0)
+    d = decay[:, None, None, None]
+    average = d * carry.average + (1 - d) * image
+    weight = decay * carry.average_weight + (1 - decay)
+    return AdamCarry(image, adam, average, weight), per_image
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def run_steps(carry: AdamCarry, n_steps, problem: Problem, lr, decay) -> tuple[AdamCarry, jax.Array]:
+    """`n_steps` (traced: one program for every chunk length) Adam steps inside one compiled loop.
+    Returns the new carry and the (N,) losses of the last step. On accelerators per-step dispatch
+    would leave the device idle; on XLA:CPU the loop is as fast per step or faster (BENCHMARKS.md)."""
+    def body(_, state):
+        return adam_step(state[0], problem, lr, decay)
+    return jax.lax.fori_loop(0, n_steps, body, (carry, jnp.zeros(carry.image.shape[0])))
+
+
+@jax.jit
+def resize_carry(carry: AdamCarry, image: jax.Array) -> AdamCarry:
+    """The state at the start of the next scale, from `image` (N, H, W, 3), the previous scale's
+    result resized. Adam's moments are resized like the image, so the first steps keep the old
+    scale's per-pixel step sizes instead of Adam's sign-like first steps, which move every pixel
+    by about lr. The average starts again."""
+    def resize(x):
+        return jax.image.resize(x, image.shape, "linear")
+    adam = carry.adam._replace(mu=resize(carry.adam.mu), nu=resize(carry.adam.nu))
+    return AdamCarry(image, adam, jnp.zeros_like(image), jnp.zeros_like(carry.average_weight))
+
+
+@jax.jit
+def loss_and_grad(image: jax.Array, problem: Problem) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """For L-BFGS: (total loss summed over the batch, its gradient (N, H, W, 3), per-image
+    weighted losses (N,)) at `image`. One compiled call per evaluation; SciPy's line search
+    runs on the host between them."""
+    (total, per_image), grad = jax.value_and_grad(problem.loss, has_aux=True)(image)
+    return total, grad, per_image
+
+
+# Steps per compiled call are sized so that a report (and a chance to stop: a cancelled
+# request, a deadline) comes about this often, and at least every 1/20 of the run. Longer
+# calls are a little faster on CPU too (BENCHMARKS.md), so this is seconds, not a fraction.
+REPORT_EVERY_S = 3.0
+
+# report(steps_done, losses (N,), current image (N, H, W, 3)) -> False to stop.
+Report = Callable[[int, np.ndarray, jax.Array], bool]
+
+
+def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
+         report: Report) -> AdamCarry:
+    """Run `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and averaging
+    `decay` (N,). `report` is called now and then with the averaged image, last with
+    steps_done == n_steps unless it stopped the run by returning False. Returns the last carry."""
+    done, chunk = 0, 1  # the first call compiles: time the next ones
+    while done < n_steps:
+        n = min(chunk, n_steps - done)
+        start = time.perf_counter()
+        carry, per_image = run_steps(carry, n, problem, lr, decay)
+        per_image = np.asarray(per_image)  # waits for the device
+        seconds = time.perf_counter() - start
+        done += n
+        if not report(done, per_image, carry.result()):
+            break
+        chunk = max(1, min(n_steps // 20, int(n * REPORT_EVERY_S / max(seconds, 1e-6))))
+    return carry
+
+
+def lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> jax.Array:
+    """At most `n_steps` iterations of SciPy's L-BFGS-B within [0, 1] from `image`, reporting
+    after each. Returns the last iterate.
+
+    SciPy works on float64 flat vectors on the host; the loss runs as one compiled call
+    (`loss_and_grad`) per evaluation. An iteration may evaluate more than once (line search),
+    so evaluations are capped too. If L-BFGS-B stops before `n_steps` (converged, or out of
+    evaluations), one last report with steps_done == n_steps completes the progress.
+    """
+    shape = image.shape
+    latest = {}  # image (N, H, W, 3) and per-image losses (N,) of the latest evaluation
+    done, going = 0, True
+
+    def fun(flat):
+        x = jnp.asarray(flat.reshape(shape), jnp.float32)
+        total, grad, per_image = loss_and_grad(x, problem)
+        latest.update(image=x, losses=per_image)
+        return float(total), np.asarray(grad, np.float64).ravel()
+
+    def callback(intermediate_result):
+        # L-BFGS-B calls back right after the line search's last evaluation, which is the new
+        # iterate: `latest` is the image and losses of `intermediate_result.x`.
+        nonlocal done, going
+        done += 1
+        going = report(done, np.asarray(latest["losses"]), latest["image"])
+        if not going:
+            raise StopIteration  # SciPy >= 1.11 ends the minimisation, keeping this iterate
+
+    result = scipy.optimize.minimize(fun, np.asarray(image, np.float64).ravel(), jac=True, method="L-BFGS-B",
+                                     bounds=scipy.optimize.Bounds(0.0, 1.0), callback=callback,
+                                     options={"maxiter": n_steps, "maxfun": 2 * n_steps + 20})
+    image = jnp.asarray(result.x.reshape(shape), jnp.float32)
+    if going and done < n_steps:
+        # result.x is the last iterate, but the last evaluation may have been a rejected trial point.
+        report(n_steps, np.asarray(loss_and_grad(image, problem)[2]), image)
+    return image
