@@ -19,7 +19,7 @@ from pathlib import Path
 
 import flask
 import functions_framework
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.exceptions import HTTPException
 
 from functions import parsing, serving
 from nst_jax import errors
@@ -29,6 +29,7 @@ SERVICE = serving.process_service()  # tests put their own in its place
 STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
     "not_found": 404,
     "method_not_allowed": 405,
+    "request_timeout": 408,
     "body_too_large": 413,
     "image_too_large": 413,
     "unsupported_media_type": 415,
@@ -88,9 +89,9 @@ def require(method: str, allowed: str) -> None:
 def stylize(request: flask.Request) -> flask.Response:
     parsing.check_media_type(request.mimetype)
     deadline = SERVICE.deadline()  # time spent waiting in line counts
+    body = SERVICE.read_body(request.stream, request.content_length, request.environ.get("gunicorn.socket"))
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
-        body = read_body(request, SERVICE.settings.max_body_bytes)
         parsed = parsing.parse_stylize(body, SERVICE.settings, SERVICE.presets.images())
         stylization = SERVICE.start(parsed, ticket, deadline)
     except BaseException:
@@ -102,17 +103,6 @@ def stylize(request: flask.Request) -> flask.Response:
                               headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
     response.call_on_close(stylization.cancel)
     return response
-
-
-def read_body(request: flask.Request, limit: int) -> bytes:
-    too_large = errors.NSTError(f"request body is over the limit of {limit} bytes", "body_too_large")
-    if (request.content_length or 0) > limit:
-        raise too_large
-    request.max_content_length = limit  # also caps bodies sent without Content-Length
-    try:
-        return request.get_data(cache=True)
-    except RequestEntityTooLarge:
-        raise too_large from None
 
 
 def static_file(path: str, web_dir: Path) -> Path:

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import queue
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +44,7 @@ RETRY_AFTER_MAX_S = 600
 MAX_REQUEST_LINE = 8190  # bytes: gunicorn's largest cap, room for any URL the page or a client makes
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
+READ_CHUNK = 1 << 20  # bytes of a body read at a time
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -78,6 +80,17 @@ class Drain:
     def draining(self) -> bool:
         return self._deadline is not None
 
+    def read_body(self, stream, content_length: int | None, sock: socket.socket | None = None) -> bytes:
+        """`read_body` while holding one of `max_uploads` places, or 429 busy at once: slow
+        uploads never take every thread."""
+        if not self.uploads.acquire(blocking=False):
+            raise Refused("the server is busy (too many requests are sending their bodies); try again later",
+                          "busy", retry_after=1)
+        try:
+            return read_body(stream, content_length, self.settings, sock)
+        finally:
+            self.uploads.release()
+
     def deadline(self) -> float:
         return math.inf if self._deadline is None else self._deadline
 
@@ -85,6 +98,57 @@ class Drain:
     def refusal() -> Refused:
         return Refused("the server is shutting down; try again (another instance will answer)",
                        "shutting_down", retry_after=1)
+
+
+# --- reading a request ---------------------------------------------------------------
+
+def read_body(stream, content_length: int | None, settings: Settings, sock: socket.socket | None = None) -> bytes:
+    """A request body, read whole before the request takes a place in line: at most
+    `max_body_bytes` (413 body_too_large, at once when Content-Length says so), each read
+    within `read_timeout_s` and all of it within `body_timeout_s` (408 request_timeout), so
+    that a client sending slowly holds a thread for a bounded time and no place in line.
+    `sock`, the client's connection (gunicorn's), carries the timeouts; without it (tests'
+    in-process clients) there are none."""
+    limit = settings.max_body_bytes
+    too_large = errors.NSTError(f"request body is over the limit of {limit} bytes", "body_too_large")
+    if (content_length or 0) > limit:
+        raise too_large
+    cut_off = threading.Event()
+    watchdog = threading.Timer(settings.body_timeout_s, stop_reading, (sock, cut_off))
+    if sock is not None:
+        sock.settimeout(settings.read_timeout_s)
+        watchdog.daemon = True
+        watchdog.start()
+    expected = limit + 1 if content_length is None else content_length
+    body = bytearray()
+    try:
+        while len(body) < expected and (chunk := stream.read(min(READ_CHUNK, expected - len(body)))):
+            body += chunk
+    except Exception as e:  # noqa: BLE001  (what the server's stream raises when reads time out or end early)
+        if not (isinstance(e, TimeoutError) or cut_off.is_set()):
+            raise errors.NSTError("the request body ended early") from None
+        cut_off.set()
+    finally:
+        watchdog.cancel()
+        if sock is not None:
+            sock.settimeout(None)
+    if cut_off.is_set():
+        raise errors.NSTError(f"the request body came too slowly (each read may take {settings.read_timeout_s:g} s, "
+                              f"the whole body {settings.body_timeout_s:g} s)", "request_timeout")
+    if len(body) > limit:
+        raise too_large
+    if len(body) < expected and content_length is not None:
+        raise errors.NSTError("the request body ended before its Content-Length")
+    return bytes(body)
+
+
+def stop_reading(sock: socket.socket, cut_off: threading.Event) -> None:
+    """End a body's reads: the blocked read returns at once, as at the end of the body."""
+    cut_off.set()
+    try:
+        sock.shutdown(socket.SHUT_RD)
+    except OSError:
+        pass  # already closed
 
 
 # --- admission ------------------------------------------------------------------
@@ -405,8 +469,20 @@ class Service:
         self.settings = settings
         self.drain = drain or Drain()
         self.admission = Admission(settings.max_concurrent, settings.max_queue, settings.max_batch, self.drain)
+        self.uploads = threading.BoundedSemaphore(settings.max_uploads)  # bodies being read
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs
+
+    def read_body(self, stream, content_length: int | None, sock: socket.socket | None = None) -> bytes:
+        """`read_body` while holding one of `max_uploads` places, or 429 busy at once: slow
+        uploads never take every thread."""
+        if not self.uploads.acquire(blocking=False):
+            raise Refused("the server is busy (too many requests are sending their bodies); try again later",
+                          "busy", retry_after=1)
+        try:
+            return read_body(stream, content_length, self.settings, sock)
+        finally:
+            self.uploads.release()
 
     def deadline(self) -> float:
         """The time.monotonic() by which a request arriving now must be answered."""

@@ -15,6 +15,7 @@ from nst_jax.options import env_number
 HERE = Path(__file__).resolve().parent
 # What a public deployment allows by default, smaller than the library's own bounds (the CLI's).
 DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000)
+SPARE_THREADS = 4  # for /healthz, the page and refusals
 
 
 def default_web_dir() -> Path:
@@ -28,8 +29,9 @@ class Settings:
     """Request, load and time limits of one server process, and where its page lives.
 
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
-    _MAX_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _DEADLINE_S,
-    _DRAIN_S, _CORS_ORIGINS (comma-separated, or "*"), _WEB_DIR, and THREADS."""
+    _MAX_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
+    _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
+    or "*"), _WEB_DIR, and THREADS."""
 
     limits: Limits = DEPLOYMENT_LIMITS
     max_pixels: int = 40_000_000  # one decoded image
@@ -38,6 +40,9 @@ class Settings:
     max_concurrent: int = 1  # batches running at once
     max_queue: int = 8  # requests waiting for a slot
     max_batch: int = 4  # requests of one size bucket run together
+    max_uploads: int = 16  # requests sending their bodies at once (not yet in line)
+    read_timeout_s: float = 10.0  # a body's reads each get this long
+    body_timeout_s: float = 60.0  # and the whole body this long
     deadline_s: float = 300.0  # a request's time, waiting included
     drain_s: float = 30.0  # running work may go on this long after SIGTERM
     cors_origins: tuple[str, ...] = ()
@@ -63,6 +68,9 @@ class Settings:
             max_concurrent=number("MAX_CONCURRENT", integer=True, low=1),
             max_queue=number("MAX_QUEUE", integer=True),
             max_batch=number("MAX_BATCH", integer=True, low=1),
+            max_uploads=number("MAX_UPLOADS", integer=True, low=1),
+            read_timeout_s=number("READ_TIMEOUT_S", low=0.001),
+            body_timeout_s=number("BODY_TIMEOUT_S", low=0.001),
             deadline_s=number("DEADLINE_S", low=0.001),
             drain_s=number("DRAIN_S"),
             cors_origins=origins,
@@ -72,5 +80,7 @@ class Settings:
 
     def server_threads(self) -> int:
         """gunicorn threads: functions-framework's 4 per CPU, but at least one per admitted
-        request plus a few for /healthz and refusals, which must not wait behind queued jobs."""
-        return self.threads or max(4 * (os.cpu_count() or 1), self.max_concurrent + self.max_queue + 4)
+        request and per upload, plus a few for /healthz and refusals, which must not wait
+        behind queued jobs or slow uploads."""
+        needed = self.max_concurrent + self.max_queue + self.max_uploads + SPARE_THREADS
+        return self.threads or max(4 * (os.cpu_count() or 1), needed)

@@ -10,6 +10,7 @@ import io
 import json
 import signal
 import socket
+import threading
 import time
 
 import pytest
@@ -225,3 +226,51 @@ def test_a_long_request_line_is_refused_as_414(live_server):
     assert status_of(answer) == 414, answer[:200]
     assert json_error(answer)["code"] == "uri_too_long"
     assert status_of(exchange(live_server.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")) == 200
+
+
+def slow_upload(port: int, length: int = 1_000_000) -> socket.socket:
+    """A connection that sent the head of a `length`-byte POST /stylize and one byte of its body."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+    sock.sendall(b"POST /stylize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n{" % length)
+    return sock
+
+
+def trickle(socks: list[socket.socket], stop: threading.Event, every_s: float = 1.0) -> None:
+    """One more byte on each connection every `every_s` seconds, until `stop` or they all close."""
+    while not stop.wait(every_s):
+        for sock in list(socks):
+            try:
+                sock.sendall(b" ")
+            except OSError:
+                socks.remove(sock)
+
+
+@pytest.mark.slow
+def test_slow_bodies_hold_no_place_in_line_and_are_cut_off(tmp_path, random_weights_path):
+    import requests
+
+    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(random_weights_path),
+                                                      "NEURASTYLE_BODY_TIMEOUT_S": "6"})
+    slow = [slow_upload(server.port) for _ in range(12)]
+    stop = threading.Event()
+    sender = threading.Thread(target=trickle, args=(list(slow), stop), daemon=True)
+    sender.start()
+    try:
+        time.sleep(1.5)  # the slow uploads are all being read by now
+        r = requests.post(server.url + "/stylize", json=body(), timeout=120)
+        assert r.status_code == 200, r.text
+        assert requests.get(server.url + "/healthz", timeout=10).status_code == 200
+        for sock in slow:  # cut off at the body's time limit, with an answer
+            answer = b""
+            with sock:
+                try:
+                    while chunk := sock.recv(65536):
+                        answer += chunk
+                except ConnectionResetError:
+                    pass
+            assert status_of(answer) == 408, answer[:300]
+            assert json_error(answer)["code"] == "request_timeout"
+    finally:
+        stop.set()
+        server.stop()

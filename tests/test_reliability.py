@@ -49,6 +49,15 @@ def test_bad_requests_give_their_place_back(function):
     assert client.post("/stylize", json=body()).status_code == 200
 
 
+def test_requests_still_sending_their_bodies_are_bounded_apart_from_the_line(function):
+    client, service = function(max_uploads=1, max_queue=0)
+    assert service.uploads.acquire(blocking=False)  # one upload under way
+    r = client.post("/stylize", json=body())
+    assert "sending their bodies" in assert_error(r, 429, "busy")["message"]
+    service.uploads.release()
+    assert client.post("/stylize", json=body()).status_code == 200
+
+
 # --- batching ---------------------------------------------------------------------------
 
 def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(function):

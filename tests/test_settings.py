@@ -22,11 +22,13 @@ def test_every_setting_comes_from_its_variable(tmp_path):
     settings = Settings.from_env({
         "NEURASTYLE_MAX_SIZE": "2e3", "NEURASTYLE_MAX_STEPS": "50", "NEURASTYLE_MAX_PIXELS": "1000",
         "NEURASTYLE_MAX_BODY_BYTES": "2000", "NEURASTYLE_MAX_CONCURRENT": "2", "NEURASTYLE_MAX_QUEUE": "0",
-        "NEURASTYLE_MAX_BATCH": "1", "NEURASTYLE_DEADLINE_S": "2.5", "NEURASTYLE_DRAIN_S": "5",
+        "NEURASTYLE_MAX_BATCH": "1", "NEURASTYLE_MAX_UPLOADS": "3", "NEURASTYLE_READ_TIMEOUT_S": "4",
+        "NEURASTYLE_BODY_TIMEOUT_S": "20", "NEURASTYLE_DEADLINE_S": "2.5", "NEURASTYLE_DRAIN_S": "5",
         "NEURASTYLE_CORS_ORIGINS": " https://a.example, ,https://b.example", "NEURASTYLE_WEB_DIR": str(tmp_path),
         "THREADS": "6"})
     assert settings == Settings(limits=Limits(max_size=2000, max_steps=50), max_pixels=1000, max_body_bytes=2000,
-                                max_concurrent=2, max_queue=0, max_batch=1, deadline_s=2.5, drain_s=5,
+                                max_concurrent=2, max_queue=0, max_batch=1, max_uploads=3, read_timeout_s=4,
+                                body_timeout_s=20, deadline_s=2.5, drain_s=5,
                                 cors_origins=("https://a.example", "https://b.example"), web_dir=Path(tmp_path),
                                 threads=6)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -34,7 +36,7 @@ def test_every_setting_comes_from_its_variable(tmp_path):
 
 
 def test_the_server_has_a_thread_for_every_admitted_request():
-    assert Settings(max_concurrent=2, max_queue=30).server_threads() >= 2 + 30 + 2
+    assert Settings(max_concurrent=2, max_queue=30, max_uploads=5).server_threads() >= 2 + 30 + 5 + 2
     assert Settings(threads=5).server_threads() == 5
 
 
