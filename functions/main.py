@@ -92,7 +92,7 @@ def stylize(request: flask.Request) -> flask.Response:
     body = SERVICE.read_body(request.stream, request.content_length, request.environ.get("gunicorn.socket"))
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
-        parsed = parsing.parse_stylize(body, SERVICE.settings, SERVICE.presets.images())
+        parsed = SERVICE.parse(body)
         stylization = SERVICE.start(parsed, ticket, deadline)
     except BaseException:
         SERVICE.admission.release(ticket)

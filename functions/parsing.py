@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,7 +26,7 @@ REQUEST_KEYS = {"content_image", *IMAGE_KEYS, "style_blend", "options", "stream"
 
 @dataclass(frozen=True)
 class StylizeRequest:
-    """What a valid request asks for: images (H, W, 3) float32 RGB in [0, 1]."""
+    """What a valid request asks for: images (H, W, 3) uint8 RGB, no larger than the run can use."""
 
     content: np.ndarray
     styles: tuple[np.ndarray, ...]
@@ -34,16 +35,43 @@ class StylizeRequest:
 
 
 def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndarray]) -> StylizeRequest:
-    """Parse and check a request body; `presets` are the built-in styles by name."""
+    """Parse and check a request body; `presets` are the built-in styles by name (uint8 RGB).
+    Options are checked before any image is decoded, and the images' pixels all together
+    against `settings.max_request_pixels`; each is decoded to uint8 and downscaled to what
+    the requested size can use, so a request holds little memory while it waits."""
     payload = parse_json(body)
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
         raise errors.NSTError("stream must be true or false")
     if "content_image" not in payload:
         raise errors.NSTError("content_image is missing")
-    content = decode_image(payload["content_image"], "content_image", settings)
-    styles = style_images(payload, settings, presets)
-    return StylizeRequest(content, tuple(styles), parse_options(payload, len(styles), settings), stream)
+    content = image_bytes(payload["content_image"], "content_image")
+    styles = style_sources(payload, settings, presets)
+    options = parse_options(payload, len(styles), settings)
+    encoded = {"content_image": content, **{name: s for name, s in styles.items() if isinstance(s, bytes)}}
+    check_budget(encoded, settings)
+    content_side, style_side = useful_sides(options)
+    return StylizeRequest(
+        images.decode_rgb8(content, settings.max_pixels, "content_image", content_side),
+        tuple(images.decode_rgb8(s, settings.max_pixels, name, style_side) if isinstance(s, bytes)
+              else images.shrink(s, style_side) for name, s in styles.items()),
+        options, stream)
+
+
+def useful_sides(options: Options) -> tuple[int, int]:
+    """Longest sides (content, style) past which decoded pixels are of no use to a run at
+    `options.size`: the engine works near that size and analyses styles `style_scale` times
+    larger; twice that leaves room for its rounding and for resampling."""
+    side = 2 * options.size
+    return side, math.ceil(side * max(1.0, getattr(options, "style_scale", 1.0)))
+
+
+def check_budget(encoded: Mapping[str, bytes], settings: Settings) -> None:
+    """The images' pixels, as their headers claim them, within the request's budget (413)."""
+    total = sum(images.pixels(data, settings.max_pixels, name) for name, data in encoded.items())
+    if total > settings.max_request_pixels:
+        raise errors.ImageError(f"the request's images have {total} pixels in all, over the limit of "
+                                f"{settings.max_request_pixels}", code="image_too_large")
 
 
 def check_media_type(mimetype: str) -> None:
@@ -82,23 +110,21 @@ def image_bytes(value, name: str) -> bytes:
         raise errors.NSTError(f"{name} is not valid base64", "invalid_base64") from None
 
 
-def decode_image(value, name: str, settings: Settings) -> np.ndarray:
-    return images.decode(image_bytes(value, name), settings.max_pixels, name)
-
-
-def style_images(payload: dict, settings: Settings, presets: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """The style images of exactly one of style_image, style_images or style_preset."""
+def style_sources(payload: dict, settings: Settings, presets: Mapping[str, np.ndarray]) -> dict[str, bytes | np.ndarray]:
+    """The style images of exactly one of style_image, style_images or style_preset, by field
+    name: bytes to decode, or a preset's pixels."""
     given = [key for key in IMAGE_KEYS if key in payload]
     if len(given) != 1:
         raise errors.NSTError(f"give exactly one of {', '.join(IMAGE_KEYS)}")
     if "style_preset" in payload:
-        return [preset_image(payload["style_preset"], presets)]
+        return {"style_preset": preset_image(payload["style_preset"], presets)}
     if "style_image" in payload:
-        return [decode_image(payload["style_image"], "style_image", settings)]
+        return {"style_image": image_bytes(payload["style_image"], "style_image")}
     values = payload["style_images"]
     if not isinstance(values, list) or not 1 <= len(values) <= settings.max_styles:
         raise errors.NSTError(f"style_images must be a list of 1 to {settings.max_styles} images")
-    return [decode_image(v, f"style_images[{i}]", settings) for i, v in enumerate(values)]
+    names = [f"style_images[{i}]" for i in range(len(values))]
+    return {name: image_bytes(v, name) for name, v in zip(names, values)}
 
 
 def preset_image(name, presets: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -18,7 +18,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 
 @dataclass(frozen=True)
 class Preset:
-    """One painting: `name` is its file's stem, `image` its decoded pixels."""
+    """One painting: `name` is its file's stem, `image` its pixels (uint8 RGB)."""
 
     name: str
     file: str
@@ -47,7 +47,7 @@ class Presets:
             if file.suffix.lower() in IMAGE_SUFFIXES and file.is_file():
                 title, painter, year = rows.get(file.name, (file.stem.replace("_", " ").title(), "", None))
                 found[file.stem] = Preset(file.stem, file.name, title, painter, year,
-                                          images.decode(file.read_bytes(), name=f"style {file.stem}"))
+                                          images.decode_rgb8(file.read_bytes(), name=f"style {file.stem}"))
         return cls(found)
 
     def names(self) -> list[str]:

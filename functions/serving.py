@@ -35,7 +35,7 @@ from pathlib import Path
 from nst_jax import Options, Progress, errors, images, load_model
 from nst_jax.transfer import Job, batch_key, stylize_batch
 
-from functions.parsing import StylizeRequest
+from functions.parsing import StylizeRequest, parse_stylize
 from functions.presets import Presets
 from functions.settings import Settings
 
@@ -45,6 +45,7 @@ MAX_REQUEST_LINE = 8190  # bytes: gunicorn's largest cap, room for any URL the p
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
 READ_CHUNK = 1 << 20  # bytes of a body read at a time
+DECODERS = 2  # requests decoding their images at once
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -90,6 +91,11 @@ class Drain:
             return read_body(stream, content_length, self.settings, sock)
         finally:
             self.uploads.release()
+
+    def parse(self, body: bytes) -> StylizeRequest:
+        """`parse_stylize`, `DECODERS` requests at a time: each may hold a whole image while decoding it."""
+        with self.decoders:
+            return parse_stylize(body, self.settings, self.presets.images())
 
     def deadline(self) -> float:
         return math.inf if self._deadline is None else self._deadline
@@ -339,13 +345,12 @@ class Stop(errors.Cancelled):
 class Stylization:
     """One admitted stylize request, from its place in line to its answer: `result` answers when
     the work is done, `stream_lines` reports progress as it goes; either releases the admission
-    when the work stops. The work (`job`, a `transfer.Job`) may run in a batch with other
+    when the work stops. The work (`job()`, a `transfer.Job`) may run in a batch with other
     requests; its progress, deadline and cancellation are this request's own."""
 
     def __init__(self, service: Service, request: StylizeRequest, model, ticket: Ticket, deadline: float):
         self.service, self.request, self.model, self.ticket, self.deadline = service, request, model, ticket, deadline
         self.steps = 0
-        self.job = Job(request.content, request.styles, request.options, self.progress)
         self.events: queue.Queue | None = queue.Queue() if request.stream else None  # NDJSON lines to send
         self.gone = threading.Event()  # the streaming client went away
         self.last_preview = -math.inf
@@ -353,8 +358,13 @@ class Stylization:
     def key(self):
         """Requests with equal keys may run in one batch: same model and `batch_key`; None
         (never batched) where that is None."""
-        key = batch_key(self.job)
+        key = batch_key(Job(self.request.content, self.request.styles, self.request.options))  # shapes, options
         return None if key is None else (self.model, key)
+
+    def job(self) -> Job:
+        """The work, its images as the library takes them (float32 only while it runs)."""
+        r = self.request
+        return Job(images.to_float(r.content), [images.to_float(s) for s in r.styles], r.options, self.progress)
 
     def check_time(self) -> None:
         now = time.monotonic()
@@ -470,6 +480,7 @@ class Service:
         self.drain = drain or Drain()
         self.admission = Admission(settings.max_concurrent, settings.max_queue, settings.max_batch, self.drain)
         self.uploads = threading.BoundedSemaphore(settings.max_uploads)  # bodies being read
+        self.decoders = threading.BoundedSemaphore(DECODERS)
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs
 
@@ -483,6 +494,11 @@ class Service:
             return read_body(stream, content_length, self.settings, sock)
         finally:
             self.uploads.release()
+
+    def parse(self, body: bytes) -> StylizeRequest:
+        """`parse_stylize`, `DECODERS` requests at a time: each may hold a whole image while decoding it."""
+        with self.decoders:
+            return parse_stylize(body, self.settings, self.presets.images())
 
     def deadline(self) -> float:
         """The time.monotonic() by which a request arriving now must be answered."""
@@ -498,7 +514,7 @@ class Service:
         """Admission's batch runner: the requests' outcomes, an image or the exception that stopped one."""
         if len(stylizations) > 1:
             log.info("running %d requests as one batch", len(stylizations))
-        return self.run_jobs([s.job for s in stylizations], stylizations[0].model)
+        return self.run_jobs([s.job() for s in stylizations], stylizations[0].model)
 
     def health(self) -> tuple[dict, int]:
         """(`/healthz` body, status): 503 while shutting down or without usable weights."""

@@ -29,12 +29,13 @@ class Settings:
     """Request, load and time limits of one server process, and where its page lives.
 
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
-    _MAX_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
+    _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
     or "*"), _WEB_DIR, and THREADS."""
 
     limits: Limits = DEPLOYMENT_LIMITS
     max_pixels: int = 40_000_000  # one decoded image
+    max_request_pixels: int = 100_000_000  # all the images of one request
     max_body_bytes: int = 30_000_000
     max_styles: int = 8
     max_concurrent: int = 1  # batches running at once
@@ -64,6 +65,7 @@ class Settings:
         return cls(
             limits=Limits.from_env(env, **dataclasses.asdict(DEPLOYMENT_LIMITS)),
             max_pixels=number("MAX_PIXELS", integer=True, low=1),
+            max_request_pixels=number("MAX_REQUEST_PIXELS", integer=True, low=1),
             max_body_bytes=number("MAX_BODY_BYTES", integer=True, low=1),
             max_concurrent=number("MAX_CONCURRENT", integer=True, low=1),
             max_queue=number("MAX_QUEUE", integer=True),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import warnings
@@ -17,7 +18,7 @@ MAX_PIXELS = 64_000_000
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
-    """Decode image bytes of any Pillow-readable format and mode.
+    """Decode image bytes of any Pillow-readable format and mode to float32 RGB in [0, 1].
 
     EXIF orientation is applied, the first frame of an animation is taken, alpha is
     composited on white, 16-bit, palette, grayscale and CMYK become 8-bit RGB.
@@ -25,46 +26,87 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np
     Raises:
       ImageError: not an image, truncated, or more than `max_pixels` pixels.
     """
-    if not data:
-        raise ImageError(f"{name} is empty")
+    return to_float(decode_rgb8(data, max_pixels, name))
+
+
+def decode_rgb8(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image",
+                longest: int | None = None) -> np.ndarray:
+    """As `decode`, to uint8 RGB (a quarter of float32's memory), downscaled with Lanczos so
+    that its longest side is at most `longest` (JPEGs are decoded at a reduced scale where
+    that still leaves `longest`)."""
+    with _decoding(name, max_pixels):
+        img = _open(data, max_pixels, name)
+        if longest is not None:
+            img.draft("RGB", (longest, longest))
+        img.load()
+        img = _to_rgb8(ImageOps.exif_transpose(img))
+        if longest is not None and max(img.size) > longest:
+            img.thumbnail((longest, longest), Image.LANCZOS)
+        return np.asarray(img)
+
+
+def shrink(image: np.ndarray, longest: int) -> np.ndarray:
+    """A uint8 RGB image downscaled with Lanczos so that its longest side is at most `longest`."""
+    if max(image.shape[:2]) <= longest:
+        return image
+    img = Image.fromarray(image)
+    img.thumbnail((longest, longest), Image.LANCZOS)
+    return np.asarray(img)
+
+
+def pixels(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> int:
+    """Width x height that the image's header claims, without decoding it (ImageError as `decode`)."""
+    with _decoding(name, max_pixels):
+        w, h = _open(data, max_pixels, name).size
+        return w * h
+
+
+@contextlib.contextmanager
+def _decoding(name: str, max_pixels: int):
+    """Pillow's complaints about image bytes, as ImageError naming the image."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            w, h = img.size
-            if w * h > max_pixels:
-                raise ImageError(f"{name} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}",
-                                 code="image_too_large")
-            img.seek(0)
-            img.load()
-            img = ImageOps.exif_transpose(img)
-            return _to_rgb_array(img)
+            yield
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name} claims more pixels than Pillow decodes safely, over the limit of {max_pixels}",
                          code="image_too_large") from e
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{name} is not an image in a format Pillow can read") from e
     except (OSError, ValueError, SyntaxError, EOFError) as e:
         raise ImageError(f"{name} could not be decoded (truncated or corrupt): {e}") from e
 
 
-def _to_rgb_array(img: Image.Image) -> np.ndarray:
+def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:
+    """The image's first frame, opened (header read) but not decoded."""
+    if not data:
+        raise ImageError(f"{name} is empty")
+    try:
+        img = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{name} is not an image in a format Pillow can read") from e
+    w, h = img.size
+    if w * h > max_pixels:
+        raise ImageError(f"{name} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", code="image_too_large")
+    img.seek(0)
+    return img
+
+
+def _to_rgb8(img: Image.Image) -> Image.Image:
+    """8-bit RGB: 16-bit and float scaled to 8 bits, alpha composited on white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         arr = np.asarray(img, dtype=np.float32)
         arr = arr / (65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0)
-        return np.repeat(np.clip(arr, 0, 1)[..., None], 3, axis=-1)
-    if img.mode == "F":
-        arr = np.clip(np.asarray(img, dtype=np.float32), 0, 1)
-        return np.repeat(arr[..., None], 3, axis=-1)
+        img = Image.fromarray(to_uint8(np.clip(arr, 0, 1)), "L")
+    elif img.mode == "F":
+        img = Image.fromarray(to_uint8(np.clip(np.asarray(img, dtype=np.float32), 0, 1)), "L")
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
         img = Image.alpha_composite(background, img)
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+    return img.convert("RGB")
 
 
 def read(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -75,6 +117,11 @@ def read(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     except OSError as e:
         raise ImageError(f"cannot read {path}: {e.strerror or e}") from e
     return decode(data, max_pixels, name=str(path))
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    """uint8 RGB to float32 in [0, 1]."""
+    return np.asarray(image, dtype=np.float32) / np.float32(255.0)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -274,3 +274,50 @@ def test_slow_bodies_hold_no_place_in_line_and_are_cut_off(tmp_path, random_weig
     finally:
         stop.set()
         server.stop()
+
+
+def peak_rss_mb(pid: int, work) -> tuple[float, float]:
+    """(RSS before `work()`, highest RSS sampled while it runs), MB."""
+    before, peak, done = rss_mb(pid), [0.0], threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_mb(pid))
+            time.sleep(0.02)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        work()
+    finally:
+        done.set()
+        sampler.join()
+    return before, peak[0]
+
+
+@pytest.mark.slow
+def test_memory_is_bounded_per_request_not_per_image(tmp_path, random_weights_path):
+    """Two requests at once, each of one content and eight styles, each image a flat
+    3000 x 3000 PNG (9 Mpx, a few kB): decoded as uint8 and downscaled to what size 32 can
+    use, they raise the worker's resident memory by less than 500 MB (float32 images kept
+    whole took it up by gigabytes)."""
+    import requests
+
+    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(random_weights_path)})
+    try:
+        requests.post(server.url + "/stylize", json=body(), timeout=120).raise_for_status()  # compile first
+        flat = b64(png(size=(3000, 3000)))
+        payload = {"content_image": flat, "style_images": [flat] * 8, "options": {"size": 32, "steps": 1}}
+        answers = []
+
+        def two_at_once():
+            with concurrent.futures.ThreadPoolExecutor(2) as pool:
+                answers.extend(pool.map(lambda _: requests.post(server.url + "/stylize", json=payload, timeout=300),
+                                        range(2)))
+
+        before, peak = peak_rss_mb(server.worker_pid(), two_at_once)
+        print(f"worker RSS {before:.0f} MB before, {peak:.0f} MB at most while two requests ran")
+        assert [r.status_code for r in answers] == [200, 200], answers[0].text[:300]
+        assert peak - before < 500
+    finally:
+        server.stop()

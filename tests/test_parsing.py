@@ -13,7 +13,7 @@ from functions.settings import Settings
 from nst_jax import Options, errors
 
 SETTINGS = Settings()
-PRESETS = {"dots": np.full((8, 8, 3), 0.5, np.float32)}
+PRESETS = {"dots": np.full((8, 8, 3), 128, np.uint8)}
 
 
 def parse(payload, settings: Settings = SETTINGS) -> StylizeRequest:
@@ -50,3 +50,23 @@ def test_a_number_too_big_for_a_float_is_an_option_error():
     data = json.dumps(body()).replace('"steps": 1', '"steps": 1, "tv_weight": 1' + "0" * 400).encode()
     with pytest.raises(errors.OptionsError, match="tv_weight"):
         parse_stylize(data, SETTINGS, PRESETS)
+
+
+def test_images_are_uint8_no_larger_than_the_size_can_use():
+    big = b64(png(size=(3000, 1500)))
+    request = parse({"content_image": big, "style_images": [big, STYLE], "options": {"size": 64}})
+    assert request.content.dtype == np.uint8 and request.content.shape == (64, 128, 3)
+    assert [s.shape for s in request.styles] == [(64, 128, 3), (40, 40, 3)]  # small ones stay as they are
+
+
+def test_the_pixel_budget_counts_every_image_of_the_request():
+    payload = {"content_image": CONTENT, "style_images": [STYLE, STYLE]}  # 3 x 1600 pixels
+    assert len(parse(payload, Settings(max_request_pixels=4800)).styles) == 2
+    with pytest.raises(errors.ImageError, match="4800 pixels in all") as e:
+        parse(payload, Settings(max_request_pixels=4799))
+    assert e.value.code == "image_too_large"
+
+
+def test_options_are_checked_before_any_image_is_decoded():
+    with pytest.raises(errors.OptionsError):
+        parse({**body(size=5), "content_image": b64(b"not an image")})
