@@ -15,16 +15,19 @@ from nst_jax.errors import ImageError
 
 # Larger than any sane photo; a header claiming more is a decompression bomb.
 MAX_PIXELS = 64_000_000
+# The formats decoded; Pillow knows many more, whose decoders see less use (EPS runs Ghostscript).
+FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> np.ndarray:
-    """Decode image bytes of any Pillow-readable format and mode to float32 RGB in [0, 1].
+    """Decode image bytes (PNG, JPEG, WebP, GIF, BMP or TIFF, any mode) to float32 RGB in [0, 1].
 
     EXIF orientation is applied, the first frame of an animation is taken, alpha is
     composited on white, 16-bit, palette, grayscale and CMYK become 8-bit RGB.
 
     Raises:
-      ImageError: not an image, truncated, or more than `max_pixels` pixels.
+      ImageError: not an image (code unsupported_format: in another format), truncated, or
+        more than `max_pixels` pixels.
     """
     return to_float(decode_rgb8(data, max_pixels, name))
 
@@ -82,14 +85,32 @@ def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:
     if not data:
         raise ImageError(f"{name} is empty")
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as e:
+        if other_format(data):
+            raise ImageError(f"{name} is in a format not taken here; send {', '.join(FORMATS)}",
+                             code="unsupported_format") from e
         raise ImageError(f"{name} is not an image in a format Pillow can read") from e
     w, h = img.size
     if w * h > max_pixels:
         raise ImageError(f"{name} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels}", code="image_too_large")
     img.seek(0)
     return img
+
+
+def other_format(data: bytes) -> str | None:
+    """The format outside FORMATS whose signature `data` starts with, found without decoding."""
+    Image.init()
+    head = data[:64]
+    return next((fmt for fmt, (_, accept) in Image.OPEN.items()
+                 if fmt not in FORMATS and accept is not None and _accepts(accept, head)), None)
+
+
+def _accepts(accept, head: bytes) -> bool:
+    try:
+        return bool(accept(head))
+    except Exception:  # noqa: BLE001  (a plugin's signature check that cannot read these bytes)
+        return False
 
 
 def _to_rgb8(img: Image.Image) -> Image.Image:

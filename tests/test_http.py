@@ -523,3 +523,16 @@ def test_only_json_is_served_so_no_page_elsewhere_can_spend_the_server_without_a
 def test_json_with_a_charset_is_json(client):
     r = client.post("/stylize", data=json.dumps(body()), content_type="Application/JSON; charset=utf-8")
     assert r.status_code == 200, r.data
+
+
+def other_formats() -> dict[str, bytes]:
+    """Images in formats Pillow reads but the function does not take."""
+    rgb = Image.new("RGB", (40, 40), (10, 120, 200))
+    return {fmt: encode(rgb, fmt) for fmt in ("PPM", "ICO", "TGA", "PCX", "EPS", "SGI", "DDS")}
+
+
+@pytest.mark.parametrize("fmt, data", sorted(other_formats().items()))
+def test_formats_outside_the_allow_list_are_400_unsupported_format(client, fmt, data):
+    r = client.post("/stylize", json=body(content=b64(data)))
+    message = assert_error(r, 400, "unsupported_format")["message"]
+    assert "content_image" in message and "PNG" in message
