@@ -48,6 +48,9 @@ class MethodNotAllowed(errors.NSTError):
         self.allow = allow
 
 
+BODY_READ = "neurastyle.body_read"  # environ key: the body was read (by `stylize`)
+
+
 @functions_framework.http
 def neurastyle(request: flask.Request) -> flask.Response:
     try:
@@ -57,12 +60,17 @@ def neurastyle(request: flask.Request) -> flask.Response:
     except Exception:
         serving.log.exception("internal error on %s %s", request.method, request.path)
         response = error_response(errors.NSTError("internal error", "internal"))
+    if not request.environ.get(BODY_READ):
+        response = without_reading_the_body(response, request)
     return with_headers(response, request.headers.get("Origin"))
 
 
 def route(request: flask.Request) -> flask.Response:
     path = request.path.strip("/")
     method = request.method
+    if (request.content_length or 0) > SERVICE.settings.max_body_bytes:  # on every route
+        raise errors.NSTError(f"request body is over the limit of {SERVICE.settings.max_body_bytes} bytes",
+                              "body_too_large")
     if method == "OPTIONS":
         return flask.Response(status=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
     if path in ("", "stylize") and method == "POST":
@@ -90,6 +98,7 @@ def stylize(request: flask.Request) -> flask.Response:
     parsing.check_media_type(request.mimetype)
     deadline = SERVICE.deadline()  # time spent waiting in line counts
     body = SERVICE.read_body(request.stream, request.content_length, request.environ.get("gunicorn.socket"))
+    request.environ[BODY_READ] = True
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
         parsed = SERVICE.parse(body)
@@ -131,10 +140,22 @@ def error_response(e: errors.NSTError) -> flask.Response:
         response.headers["Allow"] = e.allow
     if getattr(e, "retry_after", None):
         response.headers["Retry-After"] = str(e.retry_after)
-    if e.code == "body_too_large":
-        # A body made of an iterator counts as streamed, so functions-framework does not read
-        # (and buffer) the rest of the oversized request before answering.
-        response.response = iter([response.get_data()])
+    return response
+
+
+def without_reading_the_body(response: flask.Response, request: flask.Request) -> flask.Response:
+    """An answer sent without reading the request's body: made of an iterator, so that it
+    counts as streamed and functions-framework does not read (and buffer) the body first;
+    and where the body may be large (over the limit, or chunked), the connection stops
+    reading once answered, so the server does not read it either (to keep the connection)."""
+    if not response.is_streamed:
+        data = response.get_data()
+        response.response = iter([data])
+        response.headers["Content-Length"] = str(len(data))
+    sock = request.environ.get("gunicorn.socket")
+    unbounded = request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+    if sock is not None and (unbounded or (request.content_length or 0) > SERVICE.settings.max_body_bytes):
+        response.call_on_close(lambda: serving.stop_reading(sock))
     return response
 
 

@@ -120,7 +120,12 @@ def read_body(stream, content_length: int | None, settings: Settings, sock: sock
     if (content_length or 0) > limit:
         raise too_large
     cut_off = threading.Event()
-    watchdog = threading.Timer(settings.body_timeout_s, stop_reading, (sock, cut_off))
+
+    def cut_off_reading():
+        cut_off.set()
+        stop_reading(sock)
+
+    watchdog = threading.Timer(settings.body_timeout_s, cut_off_reading)
     if sock is not None:
         sock.settimeout(settings.read_timeout_s)
         watchdog.daemon = True
@@ -148,9 +153,9 @@ def read_body(stream, content_length: int | None, settings: Settings, sock: sock
     return bytes(body)
 
 
-def stop_reading(sock: socket.socket, cut_off: threading.Event) -> None:
-    """End a body's reads: the blocked read returns at once, as at the end of the body."""
-    cut_off.set()
+def stop_reading(sock: socket.socket) -> None:
+    """Read no more from the client: a blocked read returns at once, as at the end of the body,
+    and the server closes the connection after its answer."""
     try:
         sock.shutdown(socket.SHUT_RD)
     except OSError:

@@ -536,3 +536,34 @@ def test_formats_outside_the_allow_list_are_400_unsupported_format(client, fmt, 
     r = client.post("/stylize", json=body(content=b64(data)))
     message = assert_error(r, 400, "unsupported_format")["message"]
     assert "content_image" in message and "PNG" in message
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("GET", "/healthz", 200), ("GET", "/config", 200), ("GET", "/", 200), ("GET", "/app.js", 200),
+    ("POST", "/nope", 404), ("PUT", "/stylize", 405), ("POST", "/healthz", 405), ("OPTIONS", "/stylize", 204),
+])
+def test_bodies_sent_to_other_routes_are_not_read(client, method, path, status):
+    sent = CountingStream(b"x" * 100_000)
+    r = client.open(path, method=method, input_stream=sent, content_type="application/octet-stream",
+                    environ_overrides={"CONTENT_LENGTH": "100000"})
+    assert r.status_code == status
+    r.close()
+    assert sent.read_bytes == 0
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/healthz"), ("POST", "/nope"), ("GET", "/")])
+def test_a_body_over_the_limit_is_413_on_every_route(client, method, path):
+    sent = CountingStream(b"")
+    r = client.open(path, method=method, input_stream=sent, environ_overrides={"CONTENT_LENGTH": "30000001"})
+    assert_error(r, 413, "body_too_large")
+    assert sent.read_bytes == 0
+
+
+def test_refusals_do_not_read_the_body(function):
+    client, service = function(max_uploads=1)
+    assert service.uploads.acquire(blocking=False)
+    sent = CountingStream(json.dumps(body()).encode())
+    r = client.post("/stylize", input_stream=sent, content_type="application/json",
+                    environ_overrides={"CONTENT_LENGTH": str(len(sent.getvalue()))})
+    assert_error(r, 429, "busy")
+    assert sent.read_bytes == 0

@@ -321,3 +321,22 @@ def test_memory_is_bounded_per_request_not_per_image(tmp_path, random_weights_pa
         assert peak - before < 500
     finally:
         server.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("head", [
+    b"POST /nope HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+    b"GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n",
+    b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n10\r\n0123456789abcdef\r\n",
+])
+def test_a_body_is_not_waited_for_where_it_is_not_read(live_server, head):
+    """Answered at once, without the body, and the connection closed (not read to its end)."""
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
+        sock.sendall(head)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:
+            pass
+    assert status_of(answer) in (405, 413), answer[:300]
