@@ -86,8 +86,10 @@ def parse_json(body: bytes) -> dict:
     """The body as a JSON object with known fields only."""
     try:
         payload = json.loads(body)
-    except (ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
-        raise errors.NSTError(f"request body is not valid JSON: {e}", "invalid_json") from None
+    except (ValueError, RecursionError) as e:
+        why = (f"at character {e.pos}" if isinstance(e, json.JSONDecodeError) else
+               "not UTF-8" if isinstance(e, UnicodeDecodeError) else "nested too deep")
+        raise errors.NSTError(f"request body is not valid JSON ({why})", "invalid_json") from None
     if not isinstance(payload, dict):
         raise errors.NSTError(f"request body must be a JSON object, got {type(payload).__name__}")
     unknown = sorted(set(payload) - REQUEST_KEYS)

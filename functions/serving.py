@@ -469,6 +469,17 @@ def preview_png(image) -> str:
     return base64.b64encode(images.encode(image, "PNG")).decode("ascii")
 
 
+def model():
+    """The loaded model; without usable weights an NSTError that says so in the project's
+    words (the file's path and the reason go to the log, for the operator)."""
+    try:
+        return load_model()
+    except errors.WeightsError as e:
+        log.error("weights unavailable: %s", e)
+        raise errors.NSTError("the server has no usable weights file (missing or corrupt; its log says which); "
+                              "an operator must install one (nst-jax weights fetch)", "weights_unavailable") from None
+
+
 def weights_info(model) -> dict:
     return {"arch": model.weights.arch, "source": model.weights.source}
 
@@ -511,7 +522,7 @@ class Service:
 
     def start(self, request: StylizeRequest, ticket: Ticket, deadline: float) -> Stylization:
         """Wait in line for `ticket`'s turn; the stylization, ready to answer."""
-        stylization = Stylization(self, request, load_model(), ticket, deadline)
+        stylization = Stylization(self, request, model(), ticket, deadline)
         self.admission.wait_turn(ticket, deadline, stylization, stylization.key())
         return stylization
 
@@ -526,10 +537,10 @@ class Service:
         try:
             if self.drain.draining:
                 raise self.drain.refusal()
-            model = load_model()
+            loaded = model()
         except errors.NSTError as e:
             return {"ready": False, "error": {"code": e.code, "message": str(e)}}, 503
-        return {"ready": True, "device": model.device, "weights": weights_info(model),
+        return {"ready": True, "device": loaded.device, "weights": weights_info(loaded),
                 "load": self.admission.stats()}, 200
 
     def config(self) -> dict:

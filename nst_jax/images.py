@@ -76,8 +76,8 @@ def _decoding(name: str, max_pixels: int):
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{name} claims more pixels than Pillow decodes safely, over the limit of {max_pixels}",
                          code="image_too_large") from e
-    except (OSError, ValueError, SyntaxError, EOFError) as e:
-        raise ImageError(f"{name} could not be decoded (truncated or corrupt): {e}") from e
+    except (OSError, ValueError, SyntaxError, EOFError) as e:  # Pillow's words stay out of the message
+        raise ImageError(f"{name} could not be decoded (truncated or corrupt)") from e
 
 
 def _open(data: bytes, max_pixels: int, name: str) -> Image.Image:

@@ -327,14 +327,17 @@ def test_unknown_path_is_404(client, method, path):
     assert_error(client.open(path, method=method, json=body()), 404, "not_found")
 
 
-def test_missing_weights_are_503(client, tmp_path, monkeypatch):
+def test_missing_weights_are_503_in_the_projects_words(client, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(tmp_path / "absent.npz"))
-    c = client
-    assert "absent.npz" in assert_error(c.post("/stylize", json=body()), 503, "weights_unavailable")["message"]
-    r = c.get("/healthz")
-    assert r.status_code == 503
-    assert r.get_json()["ready"] is False and r.get_json()["error"]["code"] == "weights_unavailable"
-    assert c.get("/").status_code == 200  # the page still loads
+    r = client.post("/stylize", json=body())
+    error = assert_error(r, 503, "weights_unavailable")
+    health = client.get("/healthz")
+    assert health.status_code == 503
+    assert health.get_json() == {"ready": False, "error": error}
+    for text in (r.get_data(as_text=True), health.get_data(as_text=True)):
+        assert "absent.npz" not in text and str(tmp_path) not in text and "/" not in json.loads(text)["error"]["message"]
+    assert "absent.npz" in caplog.text  # the operator finds the reason in the log
+    assert client.get("/").status_code == 200  # the page still loads
 
 
 def test_corrupt_weights_are_503(client, tmp_path, monkeypatch):
@@ -567,3 +570,28 @@ def test_refusals_do_not_read_the_body(function):
                     environ_overrides={"CONTENT_LENGTH": str(len(sent.getvalue()))})
     assert_error(r, 429, "busy")
     assert sent.read_bytes == 0
+
+
+@pytest.mark.parametrize("data, field, message", [
+    (b64(png()[:60]), "style_image", "style_image could not be decoded (truncated or corrupt)"),
+    (b64(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40), "style_image", None),
+])
+def test_image_errors_are_in_the_projects_words(client, data, field, message):
+    error = assert_error(client.post("/stylize", json=body(style=data)), 400, "invalid_image")
+    assert error["message"].startswith(field)
+    if message:
+        assert error["message"] == message
+    for pillow_text in ("broken", "truncated PNG", "Errno", "chunk", "image file", "cannot identify"):
+        assert pillow_text not in error["message"]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"{not json", "request body is not valid JSON (at character 1)"),
+    (b"\xff\xfe", "request body is not valid JSON (at character 0)"),
+    (b'{"a": "\xff"}', "request body is not valid JSON (not UTF-8)"),
+    (b"[" * 100_000 + b"]" * 100_000, "request body is not valid JSON (nested too deep)"),
+])
+def test_json_errors_are_in_the_projects_words(client, data, message):
+    assert assert_error(client.post("/stylize", data=data, content_type="application/json"), 400,
+                        "invalid_json")["message"] == message
+
