@@ -38,6 +38,7 @@ STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
     "out_of_memory": 503,
     "shutting_down": 503,
     "deadline_exceeded": 504,
+    "client_closed": 499,  # nobody reads it: the client left
     "internal": 500,
 }
 
@@ -102,7 +103,7 @@ def stylize(request: flask.Request) -> flask.Response:
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
         parsed = SERVICE.parse(body)
-        stylization = SERVICE.start(parsed, ticket, deadline)
+        stylization = SERVICE.start(parsed, ticket, deadline, request.environ.get("gunicorn.socket"))
     except BaseException:
         SERVICE.admission.release(ticket)
         raise

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import queue
+import select
 import socket
 import threading
 import time
@@ -151,6 +152,18 @@ def read_body(stream, content_length: int | None, settings: Settings, sock: sock
     if len(body) < expected and content_length is not None:
         raise errors.NSTError("the request body ended before its Content-Length")
     return bytes(body)
+
+
+def peer_closed(sock: socket.socket) -> bool:
+    """Whether the client closed the connection: it is readable and a read would see its end
+    (a client that sent more, such as its next request, is still there)."""
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except (OSError, ValueError):  # reset, or already closed
+        return True
 
 
 def stop_reading(sock: socket.socket) -> None:
@@ -353,11 +366,13 @@ class Stylization:
     when the work stops. The work (`job()`, a `transfer.Job`) may run in a batch with other
     requests; its progress, deadline and cancellation are this request's own."""
 
-    def __init__(self, service: Service, request: StylizeRequest, model, ticket: Ticket, deadline: float):
+    def __init__(self, service: Service, request: StylizeRequest, model, ticket: Ticket, deadline: float,
+                 connection: socket.socket | None = None):
         self.service, self.request, self.model, self.ticket, self.deadline = service, request, model, ticket, deadline
+        self.connection = connection  # the client's (gunicorn's socket), to notice that it left
         self.steps = 0
         self.events: queue.Queue | None = queue.Queue() if request.stream else None  # NDJSON lines to send
-        self.gone = threading.Event()  # the streaming client went away
+        self.gone = threading.Event()  # the streamed answer was closed
         self.last_preview = -math.inf
 
     def key(self):
@@ -384,10 +399,10 @@ class Stylization:
         """The work's progress callback; raising stops this request's work only."""
         self.steps = p.step
         self.check_time()
+        if self.gone.is_set() or (self.connection is not None and peer_closed(self.connection)):
+            raise errors.Cancelled()
         if self.events is None:
             return
-        if self.gone.is_set():
-            raise errors.Cancelled()
         event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
                  "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
         now = time.monotonic()
@@ -406,6 +421,9 @@ class Stylization:
             admission.release(self.ticket)
         if isinstance(outcome, Stop):
             raise outcome.error from None
+        if isinstance(outcome, errors.Cancelled):
+            log.info("client went away; stopped after %d of the steps", self.steps)
+            raise errors.NSTError("the client went away", "client_closed") from None
         if isinstance(outcome, BaseException):
             if not out_of_memory(outcome):
                 raise outcome
@@ -432,8 +450,6 @@ class Stylization:
         def work():
             try:
                 events.put({"type": "result", **self.result()})
-            except errors.Cancelled:
-                log.info("client went away; stopped after %d of the steps", self.steps)
             except errors.NSTError as e:
                 events.put({"type": "error", "error": {"code": e.code, "message": str(e)}})
             except Exception:
@@ -520,9 +536,11 @@ class Service:
         """The time.monotonic() by which a request arriving now must be answered."""
         return time.monotonic() + self.settings.deadline_s
 
-    def start(self, request: StylizeRequest, ticket: Ticket, deadline: float) -> Stylization:
-        """Wait in line for `ticket`'s turn; the stylization, ready to answer."""
-        stylization = Stylization(self, request, model(), ticket, deadline)
+    def start(self, request: StylizeRequest, ticket: Ticket, deadline: float,
+              connection: socket.socket | None = None) -> Stylization:
+        """Wait in line for `ticket`'s turn; the stylization, ready to answer. Where the client
+        closes `connection`, the work stops at its next progress report."""
+        stylization = Stylization(self, request, model(), ticket, deadline, connection)
         self.admission.wait_turn(ticket, deadline, stylization, stylization.key())
         return stylization
 

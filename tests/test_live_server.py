@@ -342,3 +342,19 @@ def test_a_body_is_not_waited_for_where_it_is_not_read(live_server, head):
         except ConnectionResetError:
             pass
     assert status_of(answer) in (405, 413), answer[:300]
+
+
+@pytest.mark.slow
+def test_a_plain_request_whose_client_leaves_is_stopped(live_server):
+    import requests
+
+    log_before = len(live_server.log())
+    data = json.dumps(body(steps=1000)).encode()
+    with socket.create_connection(("127.0.0.1", live_server.port), timeout=30) as sock:
+        sock.sendall(b"POST /stylize HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n%s" % (len(data), data))
+        wait_for(lambda: requests.get(live_server.url + "/healthz", timeout=10).json()["load"]["running"] == 1,
+                 what="the request to start")
+    # closed: the server notices at the job's next progress report and stops it
+    wait_for(lambda: "client went away" in live_server.log()[log_before:], timeout=60, what="the job to stop")
+    assert requests.get(live_server.url + "/healthz", timeout=10).json()["load"]["running"] == 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import socket
 import time
 
 import numpy as np
@@ -261,6 +262,21 @@ def test_a_stream_whose_client_leaves_frees_its_slot(function):
     assert isinstance(fake.outcomes[0], errors.Cancelled)
     assert service.admission.stats()["running"] == 0
     assert client.post("/stylize", json=body()).status_code == 200
+
+
+def test_a_plain_request_whose_client_leaves_stops_its_work(function):
+    fake = FakeStylize(step_s=0.02)
+    client, service = function(run_jobs=per_job(fake))
+    ours, theirs = socket.socketpair()  # the connection, as the server sees it, and the client's end
+    answer = in_threads(1, lambda: client.post("/stylize", json=body(steps=1000),
+                                               environ_overrides={"gunicorn.socket": ours}))
+    assert fake.started.acquire(timeout=10)
+    theirs.close()
+    wait_for(lambda: fake.outcomes, what="the job to stop")
+    assert isinstance(fake.outcomes[0], errors.Cancelled)
+    assert answer[0].result(30).status_code == 499
+    assert service.admission.stats()["running"] == 0
+    ours.close()
 
 
 def test_an_answer_closed_before_it_is_read_still_ends_the_work(function):
