@@ -1,4 +1,4 @@
-"""Command line: `nst-jax stylize`, `nst-jax weights fetch|convert`, `nst-jax serve`."""
+"""Command line: `nst-jax stylize`, `nst-jax weights fetch|convert`, `nst-jax serve`, `nst-jax warmup`."""
 
 from __future__ import annotations
 
@@ -53,12 +53,21 @@ def _add_serve(sub) -> None:
     p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8080)), help="default: $PORT or 8080")
 
 
+def _add_warmup(sub) -> None:
+    p = sub.add_parser("warmup", help="compile every program a request at these sizes can need, "
+                                      "into the persistent compilation cache")
+    p.add_argument("--size", type=int, action="append", required=True, metavar="N",
+                   help="longest side of the output, px (repeat for more sizes)")
+    p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nst-jax", description="NeuraStyle: neural style transfer in JAX")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_stylize(sub)
     _add_weights(sub)
     _add_serve(sub)
+    _add_warmup(sub)
     return parser
 
 
@@ -110,6 +119,16 @@ def run_serve(args) -> None:
     serving.serve(args.host, args.port)
 
 
+def run_warmup(args) -> None:
+    from nst_jax import load_model, warmup
+
+    for size in args.size:
+        Options(size=size).validate()
+    model = load_model(args.weights)
+    warmup.warmup(args.size, model=model, log=print)
+    print(f"compilation cache: {warmup.cache_summary()}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -117,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             run_stylize(args)
         elif args.command == "weights":
             run_weights(args)
+        elif args.command == "warmup":
+            run_warmup(args)
         else:
             run_serve(args)
     except NSTError as e:

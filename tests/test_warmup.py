@@ -1,0 +1,48 @@
+"""`nst-jax warmup`: the shape families it runs, and that a request of a warmed size compiles nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from conftest import gradient_image, random_weights
+
+from nst_jax import model as model_lib, shapes, transfer, warmup
+from nst_jax.cli import build_parser
+from nst_jax.options import Options
+
+
+def test_every_aspect_falls_in_one_of_the_families():
+    options = Options(size=512)
+    families = {transfer.scale_shapes(shape, options) for shape in warmup.families(512)}
+    assert len(families) == len(warmup.families(512))
+    rng = np.random.default_rng(0)
+    for height, width in rng.integers(1, 5000, size=(200, 2)):
+        assert transfer.scale_shapes((height, width), options) in families
+
+
+def test_families_at_the_default_buckets():
+    # 256 px is one scale: short sides 32..256 in steps of 16, portrait and landscape, one square.
+    assert len(warmup.families(256)) == 2 * (256 // 16 - 1) - 1
+    assert all(len(transfer.scale_shapes(s, Options(size=512))) == 2 for s in warmup.families(512))
+
+
+def test_the_command_takes_several_sizes():
+    assert build_parser().parse_args(["warmup", "--size", "256", "--size", "512"]).size == [256, 512]
+
+
+@pytest.mark.slow
+def test_a_request_at_a_warmed_size_compiles_nothing(monkeypatch):
+    # One aspect bucket keeps the families to one (square) and the test short; two scales
+    # exercise resize_carry; the style has another aspect and size than the content.
+    monkeypatch.setattr(shapes, "ASPECT_BUCKETS", 1)
+    model = model_lib.from_weights(random_weights("vgg16", seed=3))
+    options = Options(size=128, min_scale=64, steps=3)
+    reports = warmup.warmup([128], options, model=model)
+    assert reports[0].families == 1 and reports[0].by_function["run_steps"][0] == 2
+    with warmup.counting_programs() as count:
+        result = transfer.stylize(gradient_image(50, 70, seed=1), [gradient_image(300, 200, seed=2)],
+                                  dataclasses.replace(options, steps=4), model=model, on_progress=lambda _: None)
+    assert result.shape == (91, 128, 3)
+    assert count.total() == 0, f"built after warmup: {count.by_function}"
