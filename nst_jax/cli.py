@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from nst_jax.errors import NSTError
-from nst_jax.options import OPTIMIZERS, Options
+from nst_jax.options import CONTENT_LAYERS, OPTIMIZERS, RECIPES, Options
 
 _DEFAULTS = Options()
 
@@ -20,21 +20,35 @@ def _add_stylize(sub) -> None:
     p.add_argument("content", type=Path)
     p.add_argument("styles", type=Path, nargs="+", metavar="STYLE")
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg, ...)")
-    p.add_argument("--size", type=int, default=_DEFAULTS.size, help="longest side of the output, px")
-    p.add_argument("--steps", type=int, default=_DEFAULTS.steps,
-                   help="optimizer steps at full size (L-BFGS: iterations)")
-    p.add_argument("--style-weight", type=float, default=_DEFAULTS.style_weight)
-    p.add_argument("--content-weight", type=float, default=_DEFAULTS.content_weight)
-    p.add_argument("--tv-weight", type=float, default=_DEFAULTS.tv_weight)
-    p.add_argument("--lr", type=float, default=_DEFAULTS.lr, help="Adam step size, pixel units in [0, 1]")
-    p.add_argument("--optimizer", choices=OPTIMIZERS, default=_DEFAULTS.optimizer,
-                   help="lbfgs: L-BFGS-B, often reaches the same loss sooner (--lr unused)")
-    p.add_argument("--init", choices=("content", "noise"), default=_DEFAULTS.init)
-    p.add_argument("--seed", type=int, default=_DEFAULTS.seed, help="seed of the noise init")
-    p.add_argument("--preserve-color", action="store_true", help="keep the content's colours")
-    p.add_argument("--single-scale", action="store_true", help="no coarse-to-fine")
-    p.add_argument("--style-blend", type=float, nargs="+", metavar="W", help="one weight per STYLE")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="default",
+                   help="a named set of the options below; options given here override it")
+    # Options left out keep the recipe's value (SUPPRESS: absent from the parsed arguments).
+    opt = p.add_argument_group("options (default: the recipe's; shown: the default recipe's)")
+    def option(flag, help=None, **kwargs):
+        name = flag[2:].replace("-", "_")
+        opt.add_argument(flag, dest=name, default=argparse.SUPPRESS,
+                         help=f"{help + '; ' if help else ''}default {getattr(_DEFAULTS, name)}", **kwargs)
+    option("--size", "longest side of the output, px", type=int)
+    option("--steps", "optimizer steps per scale (L-BFGS: iterations)", type=int)
+    option("--style-weight", type=float)
+    option("--content-weight", type=float)
+    option("--tv-weight", "total variation weight (smoothness)", type=float)
+    option("--lr", "Adam step size, pixel units in [0, 1]", type=float)
+    option("--optimizer", "lbfgs: L-BFGS-B, often reaches the same loss sooner (--lr unused)", choices=OPTIMIZERS)
+    option("--init", choices=("content", "noise"))
+    option("--seed", "seed of the noise init", type=int)
+    option("--content-layer", "the VGG layer that carries the photo", choices=CONTENT_LAYERS, metavar="LAYER")
+    option("--style-scale", "style image size relative to the content's (never upscaled)", type=float)
+    option("--min-scale", "longest side of the coarsest scale, px", type=int)
+    option("--scale-ratio", "size ratio of consecutive scales", type=float)
+    option("--average-decay", "decay of the iterates' moving average (0: the last iterate)", type=float)
+    opt.add_argument("--preserve-color", action="store_true", default=argparse.SUPPRESS,
+                     help="keep the content's colours")
+    opt.add_argument("--single-scale", dest="multiscale", action="store_false", default=argparse.SUPPRESS,
+                     help="no coarse-to-fine")
+    opt.add_argument("--style-blend", type=float, nargs="+", metavar="W", default=argparse.SUPPRESS,
+                     help="one weight per STYLE")
 
 
 def _add_weights(sub) -> None:
@@ -71,17 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def stylize_options(args: argparse.Namespace) -> Options:
+    """The validated `Options` of parsed `stylize` arguments: the recipe, overridden by the options given."""
+    fields = {f.name for f in dataclasses.fields(Options)}
+    values = {k: v for k, v in vars(args).items() if k in fields}
+    return Options.from_mapping({"recipe": args.recipe, **values}, n_styles=len(args.styles))
+
+
 def run_stylize(args) -> None:
     from tqdm import tqdm
 
     from nst_jax import images, load_model, stylize
 
-    fields = {f.name for f in dataclasses.fields(Options)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
-    values["multiscale"] = not args.single_scale
-    values["style_blend"] = tuple(args.style_blend) if args.style_blend else None
-    options = Options(**values)
-    options.validate(n_styles=len(args.styles))
+    options = stylize_options(args)
     images.check_writable(args.output)
     content = images.read(args.content)
     styles = [images.read(p) for p in args.styles]

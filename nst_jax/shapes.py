@@ -41,5 +41,7 @@ def scale_sizes(size: int, min_scale: int, scale_ratio: float) -> list[int]:
 def style_longest(style_shape: tuple[int, ...], longest: int, style_scale: float) -> int:
     """Longest side, px, the style image is analysed at while the content is at `longest`:
     `longest * style_scale`, but never more than the style image's own longest side (upscaling
-    a painting past its pixels adds blur, not brush strokes) nor under MIN_SIDE."""
-    return max(MIN_SIDE, min(int(round(longest * style_scale)), max(style_shape[:2])))
+    a painting past its pixels adds blur, not brush strokes). Rounded down to SIZE_STEP (at
+    least MIN_SIDE), so that style images of any size compile few programs."""
+    side = min(longest * style_scale, max(style_shape[:2]))
+    return max(MIN_SIDE, int(side) // SIZE_STEP * SIZE_STEP)

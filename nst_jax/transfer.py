@@ -22,7 +22,9 @@ from nst_jax import color, losses, optim, shapes
 from nst_jax import images as image_ops
 from nst_jax.model import Model, load_model
 from nst_jax.optim import STYLE_LAYERS
+from nst_jax.errors import OptionsError
 from nst_jax.options import Options
+from nst_jax.vgg import layer_names
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,9 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
         return []
     first = jobs[0].options
     model = model or load_model()
+    if first.content_layer not in layer_names(model.weights.arch):
+        raise OptionsError(f"option 'content_layer' {first.content_layer!r} is not a layer of "
+                           f"{model.weights.arch}, this deployment's network")
     prepared = [_Prepared.of(job) for job in jobs]
     loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]
                                 for j in jobs], jnp.float32)

@@ -10,7 +10,7 @@ import jax
 import nst_jax
 from nst_jax import color, losses, model as model_lib, optim, shapes, transfer
 from nst_jax.errors import Cancelled, OptionsError
-from nst_jax.options import Limits, Options
+from nst_jax.options import RECIPES, Limits, Options
 from nst_jax.vgg import VGG, layer_names
 
 
@@ -108,6 +108,8 @@ def test_the_style_image_is_never_upscaled():
     assert shapes.style_longest((640, 1024, 3), 512, 1.0) == 512
     assert shapes.style_longest((640, 1024, 3), 2048, 1.0) == 1024
     assert shapes.style_longest((640, 1024, 3), 512, 0.5) == 256
+    assert shapes.style_longest((300, 500, 3), 1024, 1.0) == 480  # its own side, bucketed
+    assert shapes.style_longest((20, 20, 3), 512, 1.0) == shapes.MIN_SIDE
 
 
 def test_stylize_lowers_the_loss_and_reports_progress(model):
@@ -294,3 +296,19 @@ def test_a_stopped_job_leaves_the_rest_of_its_batch_running(model):
     with pytest.raises(ValueError, match="batch_key"):
         transfer.stylize_batch([jobs[1], transfer.Job(gradient_image(32, 64), jobs[1].styles, Options(size=64))],
                                model)
+
+
+def test_recipe_options_are_validated():
+    assert Options.from_mapping({"recipe": "seed", "steps": 5}) == Options(**{**RECIPES["seed"], "steps": 5})
+    for bad, name in (({"recipe": "best"}, "recipe"), ({"content_layer": "block9_conv1"}, "content_layer"),
+                      ({"style_scale": 0}, "style_scale"), ({"style_scale": 5}, "style_scale"),
+                      ({"scale_ratio": 1}, "scale_ratio"), ({"min_scale": 16}, "min_scale"),
+                      ({"average_decay": 1}, "average_decay"), ({"content_layer": 4}, "content_layer")):
+        with pytest.raises(OptionsError, match=name):
+            Options.from_mapping(bad)
+
+
+def test_a_vgg19_layer_on_vgg16_weights_is_a_clear_error(model):
+    with pytest.raises(OptionsError, match="block5_conv4"):
+        nst_jax.stylize(gradient_image(32, 32), [gradient_image(32, 32)],
+                        Options(size=32, steps=1, content_layer="block5_conv4"), model=model)

@@ -121,13 +121,3 @@ def test_lbfgs_jobs_are_never_batched(model):
 def test_an_unknown_optimizer_is_an_options_error(value):
     with pytest.raises(OptionsError, match="optimizer.*'adam', 'lbfgs'"):
         Options.from_mapping({"optimizer": value})
-
-
-def test_the_cli_takes_the_optimizer():
-    from nst_jax.cli import build_parser
-
-    args = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--optimizer", "lbfgs"])
-    assert args.optimizer == "lbfgs"
-    assert build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png"]).optimizer == "adam"
-    with pytest.raises(SystemExit):
-        build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--optimizer", "sgd"])
