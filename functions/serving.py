@@ -35,6 +35,7 @@ from pathlib import Path
 
 from nst_jax import Options, Progress, errors, images, load_model
 from nst_jax.transfer import Job, batch_key, stylize_batch
+from nst_jax.warmup import InBackground
 
 from functions.parsing import StylizeRequest, parse_stylize
 from functions.presets import Presets
@@ -515,6 +516,7 @@ class Service:
         self.decoders = threading.BoundedSemaphore(DECODERS)
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs
+        self.warmup = InBackground(settings.warmup_sizes, list(self.presets.images().values()))
 
     def read_body(self, stream, content_length: int | None, sock: socket.socket | None = None) -> bytes:
         """`read_body` while holding one of `max_uploads` places, or 429 busy at once: slow
@@ -551,11 +553,16 @@ class Service:
         return self.run_jobs([s.job() for s in stylizations], stylizations[0].model)
 
     def health(self) -> tuple[dict, int]:
-        """(`/healthz` body, status): 503 while shutting down or without usable weights."""
+        """(`/healthz` body, status): 503 while shutting down, without usable weights, or while
+        the programs of `Settings.warmup_sizes` compile (started here where nothing started it)."""
         try:
             if self.drain.draining:
                 raise self.drain.refusal()
             loaded = model()
+            self.warmup.start()
+            if self.warmup.pending():
+                raise errors.NSTError("warming up: compiling the programs of sizes "
+                                      + ", ".join(map(str, self.warmup.sizes)) + " px", "warming_up")
         except errors.NSTError as e:
             return {"ready": False, "error": {"code": e.code, "message": str(e)}}, 503
         return {"ready": True, "device": loaded.device, "weights": weights_info(loaded),
@@ -611,6 +618,7 @@ def draining_worker(service: Service):
 
         def init_process(self):
             self._lock = threading.Lock()
+            service.warmup.start()  # in the worker: JAX must not start before gunicorn forks
             super().init_process()
 
         def handle_error(self, req, client, addr, exc):

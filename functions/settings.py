@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nst_jax import Limits
+from nst_jax import Limits, warmup
 from nst_jax.options import env_number
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ class Settings:
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
-    or "*"), _WEB_DIR, and THREADS."""
+    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), and THREADS."""
 
     limits: Limits = DEPLOYMENT_LIMITS
     max_pixels: int = 40_000_000  # one decoded image
@@ -49,6 +49,7 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     web_dir: Path = field(default_factory=default_web_dir)
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
+    warmup_sizes: tuple[int, ...] = ()  # px: compiled before /healthz says ready (nst_jax.warmup)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -62,8 +63,9 @@ class Settings:
         threads = env_number("THREADS", 0, env, integer=True, low=1) or None
         origins = tuple(o.strip() for o in env.get("NEURASTYLE_CORS_ORIGINS", "").split(",") if o.strip())
         web_dir = Path(env["NEURASTYLE_WEB_DIR"]).resolve() if env.get("NEURASTYLE_WEB_DIR") else default_web_dir()
+        limits = Limits.from_env(env, **dataclasses.asdict(DEPLOYMENT_LIMITS))
         return cls(
-            limits=Limits.from_env(env, **dataclasses.asdict(DEPLOYMENT_LIMITS)),
+            limits=limits,
             max_pixels=number("MAX_PIXELS", integer=True, low=1),
             max_request_pixels=number("MAX_REQUEST_PIXELS", integer=True, low=1),
             max_body_bytes=number("MAX_BODY_BYTES", integer=True, low=1),
@@ -78,6 +80,7 @@ class Settings:
             cors_origins=origins,
             web_dir=web_dir,
             threads=threads,
+            warmup_sizes=warmup.parse_sizes(env.get("NEURASTYLE_WARMUP", ""), limits),
         )
 
     def server_threads(self) -> int:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -29,9 +31,10 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nst_jax import shapes, transfer
+from nst_jax import images, shapes, transfer
+from nst_jax.errors import OptionsError
 from nst_jax.model import Model, load_model
-from nst_jax.options import Options
+from nst_jax.options import Limits, Options
 
 # Wraps every compilation, whether XLA compiles or the persistent cache supplies the program.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -158,3 +161,47 @@ def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | No
         if log:
             log(reports[-1].line())
     return reports
+
+
+def parse_sizes(text: str, limits: Limits, name: str = "NEURASTYLE_WARMUP") -> tuple[int, ...]:
+    """Sizes, px, from a comma-separated list such as "256,512" ("" for none), each within
+    `limits`. Raises OptionsError naming `name`."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if not item.isdigit() or not limits.min_size <= int(item) <= limits.max_size:
+            raise OptionsError(f"{name}={text!r}: each size must be a whole number of px from "
+                               f"{limits.min_size} to {limits.max_size}")
+        sizes.append(int(item))
+    return tuple(dict.fromkeys(sizes))
+
+
+class InBackground:
+    """`warmup(sizes, styles=...)` on a thread of its own, started once by `start`, with
+    `styles` (h, w, 3) uint8 RGB (a server's built-in styles); a server reports itself not
+    ready while `pending`. A failure is logged and ends the warm-up (the requests then compile
+    what they need)."""
+
+    def __init__(self, sizes: Sequence[int], styles: Sequence[np.ndarray] = ()):
+        self.sizes, self.styles = tuple(sizes), tuple(styles)
+        self._started = threading.Lock()  # held for good once started
+        self._done = threading.Event()
+        if not self.sizes:
+            self._done.set()
+
+    def start(self) -> None:
+        if self.sizes and self._started.acquire(blocking=False):
+            threading.Thread(target=self._run, name="neurastyle-warmup", daemon=True).start()
+
+    def pending(self) -> bool:
+        return not self._done.is_set()
+
+    def _run(self) -> None:
+        log = logging.getLogger("neurastyle")
+        try:
+            log.info("warming up sizes %s", ", ".join(map(str, self.sizes)))
+            warmup(self.sizes, styles=[images.to_float(s) for s in self.styles], log=log.info)
+            log.info("warm-up done; compilation cache: %s", cache_summary())
+        except Exception:  # noqa: BLE001  (a server without a warm-up still serves)
+            log.exception("warm-up failed")
+        finally:
+            self._done.set()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -10,7 +12,8 @@ from conftest import gradient_image, random_weights
 
 from nst_jax import model as model_lib, shapes, transfer, warmup
 from nst_jax.cli import build_parser
-from nst_jax.options import Options
+from nst_jax.errors import OptionsError
+from nst_jax.options import Limits, Options
 
 
 def test_every_aspect_falls_in_one_of_the_families():
@@ -46,3 +49,30 @@ def test_a_request_at_a_warmed_size_compiles_nothing(monkeypatch):
                                   dataclasses.replace(options, steps=4), model=model, on_progress=lambda _: None)
     assert result.shape == (91, 128, 3)
     assert count.total() == 0, f"built after warmup: {count.by_function}"
+
+
+def test_sizes_from_the_environment():
+    limits = Limits(max_size=1024)
+    assert warmup.parse_sizes("256, 512,256", limits) == (256, 512) and warmup.parse_sizes("", limits) == ()
+    for bad in ("256,2048", "16", "abc", "256;512", "-1"):
+        with pytest.raises(OptionsError, match="NEURASTYLE_WARMUP"):
+            warmup.parse_sizes(bad, limits)
+
+
+def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
+    release, calls = threading.Event(), []
+
+    def fake_warmup(sizes, styles=(), log=None):
+        calls.append((tuple(sizes), len(styles)))
+        release.wait(30)
+
+    monkeypatch.setattr(warmup, "warmup", fake_warmup)
+    client, service = function(warmup_sizes=(256, 512))
+    answer = client.get("/healthz")
+    assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "warming_up"
+    release.set()
+    deadline = time.monotonic() + 30
+    while service.warmup.pending() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert client.get("/healthz").status_code == 200
+    assert calls == [((256, 512), len(service.presets.names()))]  # started once, with the built-in styles
