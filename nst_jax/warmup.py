@@ -22,9 +22,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +41,9 @@ from nst_jax.options import Limits, Options
 # Wraps every compilation, whether XLA compiles or the persistent cache supplies the program.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+# The steps before it: tracing the Python function to a jaxpr, and lowering that to MLIR.
+_PHASE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+                 "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower", _COMPILE_EVENT: "compile"}
 
 
 @dataclass(frozen=True)
@@ -46,20 +51,23 @@ class SizeReport:
     """What warming one size did: `families` shape families run, `programs` programs
     built (`loaded` of them read from the persistent cache, the rest compiled by XLA),
     `by_function` {jitted function or eager operation: (programs, seconds building them)},
-    all in `seconds` of wall time."""
+    `phases` {"trace", "lower", "compile" (or load): seconds summed over threads}, all in
+    `seconds` of wall time."""
 
     size: int
     families: int
     programs: int
     loaded: int
     by_function: dict[str, tuple[int, float]]
+    phases: dict[str, float]
     seconds: float
 
     def line(self) -> str:
         top = sorted(self.by_function.items(), key=lambda item: -item[1][1])[:4]
         return (f"{self.size} px: {self.families} shape families, {self.programs} programs "
-                f"({self.programs - self.loaded} compiled, {self.loaded} from the cache) in {self.seconds:.1f} s; "
-                "most time: " + ", ".join(f"{name} {n} in {secs:.1f} s" for name, (n, secs) in top))
+                f"({self.programs - self.loaded} compiled, {self.loaded} from the cache) in {self.seconds:.1f} s ("
+                + ", ".join(f"{phase} {secs:.1f} s" for phase, secs in self.phases.items()) + "); most time: "
+                + ", ".join(f"{name} {n} in {secs:.1f} s" for name, (n, secs) in top))
 
 
 class ProgramCount:
@@ -67,20 +75,26 @@ class ProgramCount:
 
     def __init__(self):
         self.by_function: dict[str, tuple[int, float]] = {}
+        self.phases = {phase: 0.0 for phase in _PHASE_EVENTS.values()}
         self.loaded = 0
+        self._lock = threading.Lock()  # events come from every thread that compiles
 
     def total(self) -> int:
         return sum(n for n, _ in self.by_function.values())
 
     def on_duration(self, event: str, seconds: float, fun_name: str = "?", **_) -> None:
-        if event == _COMPILE_EVENT:
-            name = fun_name.removeprefix("jit(").removesuffix(")")
-            n, total = self.by_function.get(name, (0, 0.0))
-            self.by_function[name] = (n + 1, total + seconds)
+        with self._lock:
+            if event in _PHASE_EVENTS:
+                self.phases[_PHASE_EVENTS[event]] += seconds
+            if event == _COMPILE_EVENT:
+                name = fun_name.removeprefix("jit(").removesuffix(")")
+                n, total = self.by_function.get(name, (0, 0.0))
+                self.by_function[name] = (n + 1, total + seconds)
 
     def on_event(self, event: str, **_) -> None:
         if event == _CACHE_HIT_EVENT:
-            self.loaded += 1
+            with self._lock:
+                self.loaded += 1
 
 
 @contextlib.contextmanager
@@ -142,22 +156,29 @@ def cache_summary() -> str:
     return f"{folder}: {len(files)} files, {sum(f.stat().st_size for f in files) / 2**20:.1f} MB"
 
 
+def default_workers() -> int:
+    """Families warmed at once: XLA compiles a program on one core, so one per core (at most 4:
+    the Python tracing of each shares one interpreter lock)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
 def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | None = None,
-           styles: Sequence[np.ndarray] = (), log: Callable[[str], None] | None = None) -> list[SizeReport]:
+           styles: Sequence[np.ndarray] = (), log: Callable[[str], None] | None = None,
+           workers: int | None = None) -> list[SizeReport]:
     """Build every program a request with `options` (the defaults) at `sizes` px can need,
-    into the persistent compilation cache and this process. `styles` (h, w, 3) float32 in
-    [0, 1]: style images to analyse exactly at every scale. `log` gets a line per size."""
+    into the persistent compilation cache and this process, `workers` families at once
+    (default `default_workers()`). `styles` (h, w, 3) float32 in [0, 1]: style images to
+    analyse exactly at every scale. `log` gets a line per size."""
     model = model or load_model()
     reports = []
     for size in sizes:
         start = time.perf_counter()
         shapes_ = families(size, options)
-        with counting_programs() as count:
-            for shape in shapes_:
-                warm_family(model, shape, dataclasses.replace(options, size=size))
+        with counting_programs() as count, ThreadPoolExecutor(workers or default_workers()) as pool:
+            list(pool.map(lambda shape: warm_family(model, shape, dataclasses.replace(options, size=size)), shapes_))
             warm_styles(model, styles, size, options)
         reports.append(SizeReport(size, len(shapes_), count.total(), count.loaded, count.by_function,
-                                  time.perf_counter() - start))
+                                  {k: round(v, 1) for k, v in count.phases.items()}, time.perf_counter() - start))
         if log:
             log(reports[-1].line())
     return reports
