@@ -48,6 +48,7 @@ PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
 READ_CHUNK = 1 << 20  # bytes of a body read at a time
 DECODERS = 2  # requests decoding their images at once
+LATE_GRACE_S = 1.0  # past its deadline, a request waits this long for its job's own report
 
 log = logging.getLogger("neurastyle")
 log.setLevel(logging.INFO)
@@ -188,16 +189,23 @@ class Ticket:
         self.index = 0  # in its batch
         self.job = None
         self.key = None
+        self.outcome = None  # its job's, once `settled`
+        self.settled = threading.Event()
+
+
+class Late(Exception):
+    """A ticket's outcome when its deadline passed and its job gave none (no progress report
+    came to stop it); the work goes on in its batch until its next report."""
 
 
 class _Batch:
-    """Tickets that run together; tickets[0] is the leader, whose thread runs them."""
+    """Tickets that run together, in a thread of their own; tickets[0] is the leader, which starts it."""
 
     def __init__(self, tickets: list[Ticket]):
         self.tickets = tickets
         self.started = time.monotonic()
         self.outcomes: list | None = None
-        self.finished = threading.Event()
+        self.running = False  # its thread started
 
 
 class Admission:
@@ -207,9 +215,11 @@ class Admission:
     A request is `admit`ted, `wait_turn`s for a slot, is `run`, and is `release`d (always).
     Batching: when a slot frees, the request at the head of the line takes it together with up
     to `max_batch - 1` other waiting requests of the same key (taken out of the line, the order
-    of the rest kept). The head's thread (the leader) runs the batch, `run_batch(jobs) ->
-    outcomes`, and hands each member its own outcome. A batch holds one slot; every request
-    still holds its own admission until released."""
+    of the rest kept). The head (the leader) starts the batch, `run_batch(jobs) -> outcomes`,
+    in a thread of its own. Each request waits for its own outcome only: the batch's, or one
+    `settle`d as soon as its job stopped, or `Late` at its deadline; so a request stopped
+    early answers while its batch goes on. A batch holds one slot until its last job ends;
+    every request holds its own admission until released."""
 
     def __init__(self, max_running: int = 1, max_waiting: int = 8, max_batch: int = 1, drain: Drain | None = None):
         if max_running < 1 or max_waiting < 0 or max_batch < 1:
@@ -259,26 +269,40 @@ class Admission:
             if ticket.batch is None:
                 self._take_slot(ticket)
 
-    def run(self, ticket: Ticket, run_batch: Callable[[list], list]):
+    def run(self, ticket: Ticket, run_batch: Callable[[list], list], deadline: float = math.inf):
         """The ticket's outcome, after `wait_turn`: what `run_batch` returned for its job (a
-        result, or the exception that stopped it alone), or the exception that failed the whole
-        batch. The leader calls `run_batch([jobs of the batch])`; the others wait for it."""
+        result, or the exception that stopped it alone), the exception that failed the whole
+        batch, what was `settle`d for it, or `Late` once `deadline` (plus a grace period for
+        the job's own report) passed without any."""
         batch = ticket.batch
         if batch is None:
             raise RuntimeError("Admission.run before wait_turn")
         if batch.tickets[0] is ticket:
-            outcomes: list = []
-            try:
-                outcomes = list(run_batch([t.job for t in batch.tickets]))
-                if len(outcomes) != len(batch.tickets):
-                    raise RuntimeError(f"run_batch gave {len(outcomes)} outcomes for {len(batch.tickets)} jobs")
-            except BaseException as e:  # noqa: BLE001  (every job of the batch failed; each is told)
-                outcomes = [e] * len(batch.tickets)
-            finally:
-                self._finish(batch, outcomes)
-        else:
-            batch.finished.wait()
-        return batch.outcomes[ticket.index]
+            batch.running = True
+            threading.Thread(target=self._run_batch, args=(batch, run_batch), name="neurastyle-batch",
+                             daemon=True).start()
+        wait = None if math.isinf(deadline) else max(0.0, deadline - time.monotonic()) + LATE_GRACE_S
+        if not ticket.settled.wait(wait):
+            self.settle(ticket, Late())
+        return ticket.outcome
+
+    def settle(self, ticket: Ticket, outcome) -> None:
+        """Give `ticket` its outcome now (its job stopped) unless it has one already."""
+        with self._cond:
+            if not ticket.settled.is_set():
+                ticket.outcome = outcome
+                ticket.settled.set()
+
+    def _run_batch(self, batch: _Batch, run_batch: Callable[[list], list]) -> None:
+        outcomes: list = []
+        try:
+            outcomes = list(run_batch([t.job for t in batch.tickets]))
+            if len(outcomes) != len(batch.tickets):
+                raise RuntimeError(f"run_batch gave {len(outcomes)} outcomes for {len(batch.tickets)} jobs")
+        except BaseException as e:  # noqa: BLE001  (every job of the batch failed; each is told)
+            outcomes = [e] * len(batch.tickets)
+        finally:
+            self._finish(batch, outcomes)
 
     def release(self, ticket: Ticket) -> None:
         """Give the ticket's admission back (idempotent). A leader that never ran its batch fails it."""
@@ -286,7 +310,7 @@ class Admission:
             if ticket.state == "done":
                 return
             batch = ticket.batch
-            if batch is not None and batch.tickets[0] is ticket and batch.outcomes is None:
+            if batch is not None and batch.tickets[0] is ticket and not batch.running:
                 self._finish(batch, [RuntimeError("the batch was not run")] * len(batch.tickets))
             self._admitted -= 1
             ticket.state = "done"
@@ -330,7 +354,7 @@ class Admission:
         self._cond.notify_all()  # the members stop waiting
 
     def _finish(self, batch: _Batch, outcomes: list) -> None:
-        """The batch is over: record the outcomes, wake its members, give the slot back (once)."""
+        """The batch is over: give each member its outcome (unless settled), the slot back (once)."""
         with self._cond:
             if batch.outcomes is not None:
                 return
@@ -339,7 +363,8 @@ class Admission:
             self._running_jobs -= len(batch.tickets)
             self._job_s = 0.8 * self._job_s + 0.2 * (time.monotonic() - batch.started)
             self._cond.notify_all()
-        batch.finished.set()
+        for ticket, outcome in zip(batch.tickets, outcomes):
+            self.settle(ticket, outcome)
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -387,21 +412,30 @@ class Stylization:
         r = self.request
         return Job(images.to_float(r.content), [images.to_float(s) for s in r.styles], r.options, self.progress)
 
-    def check_time(self) -> None:
+    def reason_to_stop(self) -> errors.Cancelled | None:
+        """Why the work must stop now, if it must: past the deadline or the drain's, or the
+        client left."""
         now = time.monotonic()
         if now > self.deadline:
-            raise Stop(errors.NSTError(
-                f"the request ran past its deadline of {self.service.settings.deadline_s:g} s and was stopped "
-                f"after {self.steps} steps; ask for fewer steps or a smaller size", "deadline_exceeded"))
+            return Stop(self.deadline_error())
         if now > self.service.drain.deadline():
-            raise Stop(self.service.drain.refusal())
+            return Stop(self.service.drain.refusal())
+        if self.gone.is_set() or (self.connection is not None and peer_closed(self.connection)):
+            return errors.Cancelled()
+        return None
+
+    def deadline_error(self) -> errors.NSTError:
+        return errors.NSTError(f"the request ran past its deadline of {self.service.settings.deadline_s:g} s and "
+                               f"was stopped after {self.steps} steps; ask for fewer steps or a smaller size",
+                               "deadline_exceeded")
 
     def progress(self, p: Progress) -> None:
         """The work's progress callback; raising stops this request's work only."""
         self.steps = p.step
-        self.check_time()
-        if self.gone.is_set() or (self.connection is not None and peer_closed(self.connection)):
-            raise errors.Cancelled()
+        stop = self.reason_to_stop()
+        if stop is not None:
+            self.service.admission.settle(self.ticket, stop)  # answered now, while a batch goes on
+            raise stop
         if self.events is None:
             return
         event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
@@ -417,9 +451,11 @@ class Stylization:
         admission = self.service.admission
         start = time.perf_counter()
         try:
-            outcome = admission.run(self.ticket, self.service.run_batch)
+            outcome = admission.run(self.ticket, self.service.run_batch, self.deadline)
         finally:
             admission.release(self.ticket)
+        if isinstance(outcome, Late):
+            raise self.deadline_error() from None
         if isinstance(outcome, Stop):
             raise outcome.error from None
         if isinstance(outcome, errors.Cancelled):

@@ -6,9 +6,11 @@ servers: test_live_server.py."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 import socket
+import threading
 import time
 
 import numpy as np
@@ -176,6 +178,42 @@ def test_in_a_batch_only_the_request_past_its_deadline_stops(function):
     assert spy.sizes == [1, 2]
     assert isinstance(spy.outcomes[1][0], errors.Cancelled) and isinstance(spy.outcomes[1][1], np.ndarray)
     assert service.admission.stats()["running"] == 0
+
+
+def test_a_batch_leader_past_its_deadline_answers_while_the_batch_goes_on(function):
+    """The leader's thread used to run the batch, so its 504 waited for the batch's last job,
+    up to about twice the deadline after it came."""
+    batch_goes_on = threading.Event()
+    steps_together = lockstep(step_s=0.02)
+
+    def run(jobs, model=None):
+        def held(job):  # once any job stopped, the others' next reports wait for the test
+            def on_progress(p):
+                if leader_stopped.is_set():
+                    batch_goes_on.wait(30)
+                try:
+                    job.on_progress(p)
+                except Exception:
+                    leader_stopped.set()
+                    raise
+            return dataclasses.replace(job, on_progress=on_progress)
+        return steps_together([held(job) for job in jobs], model)
+
+    leader_stopped = threading.Event()
+    client, service, spy, first = hold_the_slot(function, run, max_batch=4, deadline_s=2)
+    leader = queue_up(client, service, [body(steps=1000)])[0]  # deadline in 2 s
+    time.sleep(1)
+    member = queue_up(client, service, [body(steps=1000)])[0]  # in 3 s
+    spy.first.set()
+    assert first[0].result(30).status_code == 200
+    try:
+        error = assert_error(leader.result(20), 504, "deadline_exceeded")  # while the member still runs
+        assert "stopped after" in error["message"] and not member.done()
+    finally:
+        batch_goes_on.set()
+    assert_error(member.result(30), 504, "deadline_exceeded")
+    assert spy.sizes == [1, 2]
+    wait_for(lambda: service.admission.stats()["running"] == 0, what="the batch to end")
 
 
 # --- deadlines -------------------------------------------------------------------------
