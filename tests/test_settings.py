@@ -50,3 +50,27 @@ def test_bad_settings_are_refused_naming_the_variable(name, value):
 def test_counts_must_be_whole_numbers():
     with pytest.raises(errors.NSTError, match="NEURASTYLE_MAX_CONCURRENT"):
         Settings.from_env({"NEURASTYLE_MAX_CONCURRENT": "1.5"})
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "1e400", "nan"])
+def test_an_infinite_limit_is_refused_naming_the_variable(value):
+    with pytest.raises(errors.NSTError, match="NEURASTYLE_MAX_SIZE"):
+        Settings.from_env({"NEURASTYLE_MAX_SIZE": value})
+
+
+@pytest.mark.parametrize("name, value", [("NEURASTYLE_MAX_SIZE", "4097"), ("NEURASTYLE_MAX_STEPS", "5001"),
+                                         ("NEURASTYLE_MAX_SIZE", "31")])
+def test_limits_beyond_what_the_library_runs_are_refused(name, value):
+    """The engine validates every run against the library's `Limits()`: a deployment that
+    advertised more in /config would refuse it inside the run."""
+    with pytest.raises(errors.NSTError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_the_librarys_own_limits_are_a_deployments_largest(function):
+    library = Limits()
+    settings = Settings.from_env({"NEURASTYLE_MAX_SIZE": str(library.max_size),
+                                  "NEURASTYLE_MAX_STEPS": str(library.max_steps)})
+    assert settings.limits == library
+    client, _ = function(limits=settings.limits)
+    assert client.get("/config").get_json()["limits"]["max_size"] == library.max_size
