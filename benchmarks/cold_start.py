@@ -1,0 +1,178 @@
+"""Cold start of the HTTP function: a fresh `nst-jax serve` process's first request against the
+same request warm, by what the process starts with.
+
+    python benchmarks/cold_start.py                          # 256 px, steps 2, 3 runs per mode
+    python benchmarks/cold_start.py --size 512 --steps 300 --runs 2 --json cold.json
+
+Modes, each a fresh server process on a free localhost port, run in turns:
+  empty   an empty persistent compilation cache;
+  cache   the cache after `nst-jax warmup --size SIZE` (filled once, before the runs);
+  warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program before
+          /healthz says ready.
+Per run: seconds from the process's start until /healthz answers 200 ("ready"), the first
+request's round trip ("first"), the same request again ("warm"), and start to first result
+("total"). The request: a 3:4 generated photo and style (`common.generated_images`), default
+options but `size` and `steps`, as JSON. Prints medians with the range, and the first/warm ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+import common
+
+MODES = ("empty", "cache", "warmup")
+
+
+def png_base64(image: np.ndarray) -> str:
+    """(H, W, 3) float in [0, 1] -> base64 of its PNG."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(np.clip(image * 255 + 0.5, 0, 255), np.uint8)).save(buffer, "PNG")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def request_body(size: int, steps: int) -> bytes:
+    content, style = common.generated_images()
+    return json.dumps({"content_image": png_base64(content), "style_image": png_base64(style),
+                       "options": {"size": size, "steps": steps}}).encode()
+
+
+def post(url: str, body: bytes, timeout: float) -> float:
+    """Seconds for one POST /stylize answered 200."""
+    start = time.time()
+    request = urllib.request.Request(url + "/stylize", body, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
+        answer.read()
+    return time.time() - start
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> float:
+    """time.time() when /healthz first answered 200."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
+                if answer.status == 200:
+                    return time.time()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server was not ready within {timeout} s")
+
+
+def serve_once(env: dict, body: bytes, timeout: float, log_path: Path) -> dict:
+    """One fresh server: seconds to ready, the first request, the same again."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with open(log_path, "ab") as log:
+        spawned = time.time()
+        process = subprocess.Popen([sys.executable, "-m", "nst_jax", "serve", "--port", str(port)],
+                                   cwd=common.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            ready = wait_ready(url, process, timeout) - spawned
+            first = post(url, body, timeout)
+            warm = post(url, body, timeout)
+        finally:
+            process.terminate()
+            process.wait(60)
+    return {"ready_s": ready, "first_s": first, "warm_s": warm, "total_s": ready + first}
+
+
+def mode_env(mode: str, cache: Path, empty: Path, size: int, weights: Path | None) -> dict:
+    """The server's environment in `mode`: its cache folder, and NEURASTYLE_WARMUP in "warmup"."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NEURASTYLE_WARMUP", "NEURASTYLE_COMPILATION_CACHE")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.REPO_ROOT), env.get("PYTHONPATH")]))
+    env["NEURASTYLE_COMPILATION_CACHE"] = str(empty if mode == "empty" else cache)
+    if mode == "warmup":
+        env["NEURASTYLE_WARMUP"] = str(size)
+    if weights:
+        env["NEURASTYLE_WEIGHTS"] = str(weights)
+    return env
+
+
+def folder_mb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20
+
+
+def spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--size", type=int, default=256, help="px")
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--runs", type=int, default=3, help="fresh servers per mode")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--cache", type=Path, help="a cache `nst-jax warmup --size SIZE` filled already "
+                                              "(default: filled now, in a temporary folder)")
+    p.add_argument("--weights", type=Path)
+    p.add_argument("--timeout", type=float, default=1800, help="s per server start or request")
+    p.add_argument("--json", type=Path)
+    args = p.parse_args(argv)
+
+    body = request_body(args.size, args.steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        cache, log_path = args.cache or tmp / "warmed", tmp / "server.log"
+        out = {"machine": common.machine(), "args": {k: str(v) for k, v in vars(args).items()}}
+        if args.cache is None and set(args.modes) - {"empty"}:
+            start = time.time()
+            warm = [sys.executable, "-m", "nst_jax", "warmup", "--size", str(args.size)]
+            warm += ["--weights", str(args.weights)] if args.weights else []
+            subprocess.run(warm, check=True, cwd=common.REPO_ROOT, env=mode_env("cache", cache, cache, args.size, None))
+            out["warmup_s"] = time.time() - start
+            print(f"nst-jax warmup --size {args.size}: {out['warmup_s']:.1f} s", file=sys.stderr, flush=True)
+        runs = {mode: [] for mode in args.modes}
+        try:
+            for i in range(args.runs):
+                for mode in args.modes:
+                    env = mode_env(mode, cache, tmp / f"empty-{i}", args.size, args.weights)
+                    runs[mode].append(serve_once(env, body, args.timeout, log_path))
+                    print(f"{mode} run {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[mode][-1].items()),
+                          file=sys.stderr, flush=True)
+        except Exception:
+            print(log_path.read_text(errors="replace")[-3000:], file=sys.stderr)
+            raise
+        out["cache_mb"] = folder_mb(cache) if cache.exists() else 0.0
+    out["runs"] = runs
+    out["machine"]["load_average_end"] = os.getloadavg()
+    print(f"{args.size} px, steps {args.steps}; medians (min-max) of {args.runs} fresh servers per mode, s")
+    print("| mode | ready | first request | same request warm | start to first result | first / warm |")
+    print("|---|---|---|---|---|---|")
+    for mode, rs in runs.items():
+        ratios = [r["first_s"] / r["warm_s"] for r in rs]
+        print(f"| {mode} | " + " | ".join(spread([r[k] for r in rs]) for k in ("ready_s", "first_s", "warm_s", "total_s"))
+              + f" | {spread(ratios)} |")
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+    return out
+
+
+if __name__ == "__main__":
+    main()
