@@ -72,7 +72,17 @@ def _add_warmup(sub) -> None:
                                       "into the persistent compilation cache")
     p.add_argument("--size", type=int, action="append", required=True, metavar="N",
                    help="longest side of the output, px (repeat for more sizes)")
+    p.add_argument("--aspect", type=_aspect, action="append", metavar="W:H",
+                   help="only content images of this aspect ratio, e.g. 4:3 (repeat for more; default: all)")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+
+
+def _aspect(text: str) -> tuple[int, int]:
+    """"W:H" -> (W, H), both positive whole numbers."""
+    w, _, h = text.partition(":")
+    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise argparse.ArgumentTypeError(f"an aspect ratio is W:H, e.g. 4:3, not {text!r}")
+    return int(w), int(h)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -141,7 +151,7 @@ def run_warmup(args) -> None:
     for size in args.size:
         Options(size=size).validate()
     model = load_model(args.weights)
-    warmup.warmup(args.size, model=model, log=print)
+    warmup.warmup(args.size, model=model, log=print, aspects=args.aspect)
     print(f"compilation cache: {warmup.cache_summary()}")
 
 

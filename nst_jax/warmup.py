@@ -111,17 +111,21 @@ def counting_programs() -> Iterator[ProgramCount]:
         jax.monitoring.unregister_event_listener(count.on_event)
 
 
-def families(size: int, options: Options = Options()) -> list[tuple[int, int]]:
+def families(size: int, options: Options = Options(),
+             aspects: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
     """One content shape (H, W) per distinct `transfer.scale_shapes` at `size` px, over every
-    aspect ratio, portrait and landscape: a sweep of the short side 1 px at a time on a long
-    side of at least 1024 px (finer than any bucket). The long side is at least `size` so that
-    a style image of the same shape is analysed at full scale."""
+    aspect ratio, portrait and landscape (a sweep of the short side 1 px at a time, finer than
+    any bucket), or only the families of `aspects` [(width, height), ...]. The long side is
+    at least 1024 px and `size`, so a style image of the same shape is analysed at full scale."""
     options = dataclasses.replace(options, size=size)
     long_side = max(1024, size)
+    if aspects is None:
+        candidates = [shape for short in range(1, long_side + 1) for shape in ((short, long_side), (long_side, short))]
+    else:
+        candidates = [images.fit_shape(h, w, long_side) for w, h in aspects]
     found: dict[tuple, tuple[int, int]] = {}
-    for short in range(1, long_side + 1):
-        for shape in ((short, long_side), (long_side, short)):
-            found.setdefault(transfer.scale_shapes(shape, options), shape)
+    for shape in candidates:
+        found.setdefault(transfer.scale_shapes(shape, options), shape)
     return list(found.values())
 
 
@@ -164,16 +168,17 @@ def default_workers() -> int:
 
 def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | None = None,
            styles: Sequence[np.ndarray] = (), log: Callable[[str], None] | None = None,
-           workers: int | None = None) -> list[SizeReport]:
+           workers: int | None = None, aspects: Sequence[tuple[int, int]] | None = None) -> list[SizeReport]:
     """Build every program a request with `options` (the defaults) at `sizes` px can need,
     into the persistent compilation cache and this process, `workers` families at once
-    (default `default_workers()`). `styles` (h, w, 3) float32 in [0, 1]: style images to
-    analyse exactly at every scale. `log` gets a line per size."""
+    (default `default_workers()`); only those of content images of `aspects` [(width,
+    height), ...] if given. `styles` (h, w, 3) float32 in [0, 1]: style images to analyse
+    exactly at every scale. `log` gets a line per size."""
     model = model or load_model()
     reports = []
     for size in sizes:
         start = time.perf_counter()
-        shapes_ = families(size, options)
+        shapes_ = families(size, options, aspects)
         with counting_programs() as count, ThreadPoolExecutor(workers or default_workers()) as pool:
             list(pool.map(lambda shape: warm_family(model, shape, dataclasses.replace(options, size=size)), shapes_))
             warm_styles(model, styles, size, options)

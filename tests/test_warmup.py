@@ -76,3 +76,11 @@ def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
         time.sleep(0.01)
     assert client.get("/healthz").status_code == 200
     assert calls == [((256, 512), len(service.presets.names()))]  # started once, with the built-in styles
+
+
+def test_aspects_pick_their_families():
+    picked = warmup.families(512, aspects=[(4, 3), (3, 4), (400, 300)])
+    assert [transfer.scale_shapes(s, Options(size=512))[-1] for s in picked] == [(384, 512), (512, 384)]
+    assert build_parser().parse_args(["warmup", "--size", "512", "--aspect", "4:3"]).aspect == [(4, 3)]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["warmup", "--size", "512", "--aspect", "4x3"])
