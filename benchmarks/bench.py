@@ -4,6 +4,7 @@
     python benchmarks/bench.py --sizes 256 512 --steps 3 --repeats 7 --json bench.json
     python benchmarks/bench.py --precision bfloat16             # also bf16 against fp32
     python benchmarks/bench.py --smoke                          # CI: tiny, < 2 minutes on 2 CPU cores
+    python benchmarks/bench.py --sizes 512 2048 --steps 40 --profile 10   # + each one's top kernels
 
 Reports, per size (longest side; 3:4 images, generated unless --content/--style):
   * ms per Adam step, NeuraStyle's own loop (`nst_jax.transfer.optimize`) and
@@ -14,6 +15,8 @@ Reports, per size (longest side; 3:4 images, generated unless --content/--style)
   * CPU time per step (all threads; steadier than wall time on a shared machine);
   * achieved TFLOP/s of the convolutions (`common.step_flops`) and, on a known GPU or with
     --peak-tflops, the fraction of the dense peak;
+  * with --profile N: the kernels (GPU) or XLA operations (CPU) that take the most time in N
+    steps of each, under jax.profiler and torch.profiler;
 then, once: cold start (fresh `python -c` processes from their start to the first 256 px
 result written: JAX's persistent compilation cache off, holding every program, and as
 nst_jax sets it up itself), peak memory of each framework in a child process, and with
@@ -25,6 +28,8 @@ installed where this was written); the JSON records whether `tensorflow` is impo
 from __future__ import annotations
 
 import argparse
+import collections
+import gzip
 import importlib.util
 import json
 import os
@@ -79,6 +84,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--torch-channels-last", action="store_true", help="PyTorch in NHWC memory order")
     p.add_argument("--cold-runs", type=int, default=3, help="cold starts of each kind")
     p.add_argument("--skip", nargs="+", default=[], choices=("cold-start", "memory"))
+    p.add_argument("--profile", type=int, default=0, metavar="N", help="profile N steps of each framework per size")
     p.add_argument("--smoke", action="store_true", help="64 px, 1 step, 2 repeats, 1 cold start: for CI")
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--child", choices=("jax", "torch"), help=argparse.SUPPRESS)  # peak-memory worker
@@ -117,7 +123,47 @@ def bench_size(model, size: int, args, content, style, log) -> dict:
                      "achieved_tflops": flops / (steady / 1000) / 1e12}
     log(f"{size} px {shape}: jax {out['jax']['median_ms']:.0f} ms, torch {out['torch']['median_ms']:.0f} ms, "
         f"ratio {out['jax_over_torch']:.2f}")
+    if args.profile:
+        out["profile"] = {"jax": profile_jax(runs["jax"], args.profile), "torch": profile_torch(runs["torch"], args.profile)}
     return out
+
+
+TOP_KERNELS = 12
+
+
+def top(durations: dict[str, float], steps: int) -> list[dict]:
+    """The TOP_KERNELS largest of {name: total microseconds} as [{name, ms_per_step, share}]."""
+    total = sum(durations.values()) or 1.0
+    return [{"name": name, "ms_per_step": us / 1000 / steps, "share": us / total}
+            for name, us in sorted(durations.items(), key=lambda item: -item[1])[:TOP_KERNELS]]
+
+
+def profile_jax(run, steps: int) -> list[dict]:
+    """Device time by kernel over `steps` steps of `run` (a JaxStylizer), from jax.profiler's
+    Perfetto trace: events of the GPU streams, or on CPU of the host's XLA threads."""
+    with tempfile.TemporaryDirectory() as folder:
+        with jax.profiler.trace(folder, create_perfetto_trace=True):
+            run.run(steps)
+        trace_file = next(Path(folder).rglob("*.trace.json.gz"))
+        events = json.loads(gzip.decompress(trace_file.read_bytes()))["traceEvents"]
+    names = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e.get("name") == "process_name"}
+    device = [pid for pid, name in names.items() if "GPU" in name] or [pid for pid, name in names.items() if "CPU" in name]
+    durations = collections.Counter()
+    for e in events:  # "$..." are the Python frames of the host's trace
+        if e.get("ph") == "X" and e.get("pid") in device and not e["name"].startswith("$"):
+            durations[e["name"]] += e.get("dur", 0)
+    return top(durations, steps)
+
+
+def profile_torch(run, steps: int) -> list[dict]:
+    """Self device time (CUDA) or CPU time by operation over `steps` steps of `run` (a TorchStylizer)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        run.run(steps)
+    field = "self_device_time_total" if cuda else "self_cpu_time_total"
+    return top({k.key: getattr(k, field) for k in prof.key_averages()}, steps)
 
 
 def peak_of_device(args) -> tuple[float, str] | None:
@@ -225,6 +271,10 @@ def markdown(results: dict) -> str:
                      f"| {j['first_call_overhead_s']:.1f} | {t['first_call_overhead_s']:.1f} | {tf[0]}; {tf[1]} |")
     if peak:
         lines.append(f"\nPeak used: {peak[0]} TFLOP/s ({peak[1]}).")
+    for r in results["sizes"]:
+        for framework, kernels in r.get("profile", {}).items():
+            lines += ["", f"Top kernels, {framework}, {r['size']} px (ms per step, share of the profiled time):", ""]
+            lines += [f"* {k['ms_per_step']:.2f} ms, {k['share']:.0%}: `{k['name'][:100]}`" for k in kernels]
     if "bfloat16" in results:
         b = results["bfloat16"]
         lines.append(f"\nbf16 at {b['size']} px: {b['bfloat16']['median_ms']:.0f} ms/step against fp32 "

@@ -6,9 +6,9 @@ same request warm, by what the process starts with.
 
 Modes, each a fresh server process on a free localhost port, run in turns:
   empty   an empty persistent compilation cache;
-  cache   the cache after `nst-jax warmup --size SIZE` (filled once, before the runs);
-  warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program before
-          /healthz says ready.
+  cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H]` (filled once, before the runs);
+  warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program of every
+          aspect before /healthz says ready.
 Per run: seconds from the process's start until /healthz answers 200 ("ready"), the first
 request's round trip ("first"), the same request again ("warm"), and start to first result
 ("total"). The request: a 3:4 generated photo and style (`common.generated_images`), default
@@ -131,6 +131,7 @@ def main(argv=None) -> dict:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--cache", type=Path, help="a cache `nst-jax warmup --size SIZE` filled already "
                                               "(default: filled now, in a temporary folder)")
+    p.add_argument("--aspect", help="W:H: fill the cache for this aspect only (the request's is 4:3)")
     p.add_argument("--weights", type=Path)
     p.add_argument("--timeout", type=float, default=1800, help="s per server start or request")
     p.add_argument("--json", type=Path)
@@ -145,6 +146,7 @@ def main(argv=None) -> dict:
             start = time.time()
             warm = [sys.executable, "-m", "nst_jax", "warmup", "--size", str(args.size)]
             warm += ["--weights", str(args.weights)] if args.weights else []
+            warm += ["--aspect", args.aspect] if args.aspect else []
             subprocess.run(warm, check=True, cwd=common.REPO_ROOT, env=mode_env("cache", cache, cache, args.size, None))
             out["warmup_s"] = time.time() - start
             print(f"nst-jax warmup --size {args.size}: {out['warmup_s']:.1f} s", file=sys.stderr, flush=True)
