@@ -3,10 +3,15 @@ many were served and refused, latencies, and the worker's resident memory over t
 
     python benchmarks/soak.py --duration 240 --concurrency 8            # starts its own server
     python benchmarks/soak.py --url http://127.0.0.1:8080 --duration 60  # an existing one
+    python benchmarks/soak.py --duration 120 --hostile 4                 # beside 4 hostile clients
 
 Every request must end in 200 with a decodable PNG, or 429/503 with Retry-After and a JSON
 error; anything else (a reset, a 5xx, a bad body) is counted as lost and fails the run
-(exit status 1). Loopback only: it is a test of this server, not of a network.
+(exit status 1). With --hostile, that many more clients send, in turn, the requests of
+HOSTILE (slow bodies, oversized and malformed ones, image bombs, clients that leave); each
+must get its JSON 4xx (or, for one that leaves, nothing), else it counts as lost too; the
+normal clients' figures are then to be compared with a run without them. Loopback only: it
+is a test of this server, not of a network.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import argparse
 import base64
 import http.client
 import io
+import itertools
 import json
 import math
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -101,9 +108,12 @@ class Stats:
         self.latency_ok: list[float] = []
         self.latency_refused: list[float] = []
         self.lost: list[str] = []
+        self.kinds = Counter()  # hostile requests: "kind: status"
 
-    def add(self, status: int, seconds: float, problem: str | None = None) -> None:
+    def add(self, status: int, seconds: float, problem: str | None = None, kind: str | None = None) -> None:
         with self.lock:
+            if kind is not None:
+                self.kinds[f"{kind}: {'lost' if problem else status or 'left'}"] += 1
             if problem:
                 self.lost.append(problem)
                 self.status["lost"] += 1
@@ -166,6 +176,129 @@ def client(url: str, end: float, args, stats: Stats, index: int, limit: float = 
     conn.close()
 
 
+# --- hostile clients --------------------------------------------------------------------------
+
+def head(method: str, path: str, length: int | None, content_type: str = "application/json") -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Type: {content_type}"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+def stylize_body(content: str, styles: list[str]) -> bytes:
+    return json.dumps({"content_image": content, "style_images": styles, "options": {"size": 32, "steps": 1}}).encode()
+
+
+def flat_png_b64(side: int) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (200, 60, 30)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def ppm_b64() -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 40), (10, 120, 200)).save(buf, "PPM")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def trickled(data: bytes, every_s: float, stop: threading.Event):
+    """`data`, then a space every `every_s` seconds until `stop`: a body that never ends."""
+    yield data
+    while not stop.wait(every_s):
+        yield b" "
+
+
+def repeated(data: bytes, times: int, stop: threading.Event):
+    for _ in range(times):
+        if stop.is_set():
+            return
+        yield data
+
+
+def hostile_requests() -> dict:
+    """kind -> (sender(stop) -> byte strings to send, the statuses that are a right answer,
+    or None for a client that leaves without waiting for one)."""
+    bomb = flat_png_b64(6000)  # 36 Mpx in a few kB; nine of them are over a request's budget
+    ok = stylize_body(png_b64(1), [png_b64(2)])
+    bodies = {
+        "malformed json": b'{"a": [1,',
+        "image bomb": stylize_body(bomb, [bomb] * 8),
+        "unsupported format": stylize_body(ppm_b64(), [png_b64(3)]),
+        "huge number": ok.replace(b'"steps": 1', b'"steps": 1, "lr": 1' + b"0" * 400),
+    }
+
+    def once(data: bytes):
+        return lambda stop: [data]
+
+    # read whole, then refused at the door when the line is full (429) or found bad when parsed
+    requests = {kind: (once(head("POST", "/stylize", len(b)) + b), {400, 413, 429}) for kind, b in bodies.items()}
+    requests.update({
+        "slow body": (lambda stop: trickled(head("POST", "/stylize", 1_000_000) + b"{", 2.0, stop), {408}),
+        "oversized body": (lambda stop: itertools.chain([head("POST", "/stylize", 100_000_000)],
+                                                        repeated(b" " * 65536, 1600, stop)), {413}),
+        "text/plain": (once(head("POST", "/stylize", len(ok), "text/plain") + ok), {415}),
+        "long request line": (once(b"GET /" + b"a" * 200_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"), {414}),
+        "leaves mid-request": (once(head("POST", "/stylize", len(ok)) + ok), None),
+    })
+    return requests
+
+
+def hostile_client(url: str, end: float, stats: Stats, index: int) -> None:
+    """Sends the hostile requests in turn (each client starting at another kind) until `end`;
+    the sending runs in a thread of its own while the answer is read."""
+    parts = urllib.parse.urlsplit(url)
+    kinds = list(hostile_requests().items())
+    n = index
+    while time.monotonic() < end:
+        kind, (sender, expected) = kinds[n % len(kinds)]
+        n += 1
+        start, stop = time.monotonic(), threading.Event()
+        try:
+            sock = socket.create_connection((parts.hostname, parts.port), timeout=120)
+        except OSError as e:
+            stats.add(0, 0, f"{kind}: {type(e).__name__}: {e}", kind=kind)
+            continue
+        with sock:
+            def send():
+                try:
+                    for data in sender(stop):
+                        sock.sendall(data)
+                except OSError:
+                    pass  # answered and closed before all was sent
+            sending = threading.Thread(target=send, daemon=True)
+            sending.start()
+            if expected is None:  # sends its request, then leaves
+                sending.join()
+                stats.add(0, time.monotonic() - start, None, kind=kind)
+                continue
+            answer = read_answer(sock)
+            stop.set()
+            try:
+                sock.shutdown(socket.SHUT_RDWR)  # a send still under way ends now
+            except OSError:
+                pass
+        status = int(answer.split(b" ", 2)[1]) if answer.startswith(b"HTTP/1.") else 0
+        problem = None if status in expected and b'"error"' in answer else f"{kind}: {answer[:120]!r}"
+        stats.add(status, time.monotonic() - start, problem, kind=kind)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """What the server sent until it closed the connection or a whole answer came."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+            head_end = answer.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = next((int(line.split(b":")[1]) for line in answer[:head_end].split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), None)
+                if length is not None and len(answer) >= head_end + 4 + length:
+                    break
+    except (ConnectionResetError, TimeoutError):
+        pass
+    return answer
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -187,6 +320,9 @@ def main() -> int:
     p.add_argument("--max-concurrent", type=int, default=1)
     p.add_argument("--max-queue", type=int, default=4)
     p.add_argument("--sample-every", type=float, default=10, help="seconds between RSS samples")
+    p.add_argument("--hostile", type=int, default=0, help="hostile clients beside the normal ones (default 0)")
+    p.add_argument("--body-timeout", type=float, default=10,
+                   help="NEURASTYLE_BODY_TIMEOUT_S of the server it starts, so slow bodies come and go (default 10)")
     p.add_argument("--json", help="also write the figures to this file")
     args = p.parse_args()
 
@@ -194,7 +330,8 @@ def main() -> int:
     if args.url:
         url, pid = args.url, None
     else:
-        env = {"NEURASTYLE_MAX_CONCURRENT": str(args.max_concurrent), "NEURASTYLE_MAX_QUEUE": str(args.max_queue)}
+        env = {"NEURASTYLE_MAX_CONCURRENT": str(args.max_concurrent), "NEURASTYLE_MAX_QUEUE": str(args.max_queue),
+               "NEURASTYLE_BODY_TIMEOUT_S": str(args.body_timeout)}
         if args.weights:
             env["NEURASTYLE_WEIGHTS"] = args.weights
         log_path = Path(tempfile.mkdtemp(prefix="neurastyle-soak-")) / "server.log"
@@ -211,8 +348,11 @@ def main() -> int:
     rss = [(0.0, rss_mb(pid))] if pid else []
     start = time.monotonic()
     end = start + args.duration
+    hostile = Stats()
     threads = [threading.Thread(target=client, args=(url, end, args, stats, i), daemon=True)
                for i in range(args.concurrency)]
+    threads += [threading.Thread(target=hostile_client, args=(url, end, hostile, i), daemon=True)
+                for i in range(args.hostile)]
     for t in threads:
         t.start()
     while time.monotonic() < end:
@@ -253,14 +393,17 @@ def main() -> int:
                    "max": round(max(v for _, v in rss), 1)} if rss else None,
         "healthz_after": {"ready": health.get("ready"), "load": health.get("load")},
     }
+    if args.hostile:
+        figures["hostile"] = {"clients": args.hostile, "requests": sum(hostile.kinds.values()),
+                              "lost": hostile.status["lost"], "by_kind": dict(sorted(hostile.kinds.items()))}
     if server:
         figures["server_exit_status"] = server.stop()
     print(json.dumps(figures, indent=2))
-    if stats.lost:
-        print("lost:", *sorted(set(stats.lost))[:10], sep="\n  ", file=sys.stderr)
+    if stats.lost or hostile.lost:
+        print("lost:", *sorted(set(stats.lost + hostile.lost))[:10], sep="\n  ", file=sys.stderr)
     if args.json:
         Path(args.json).write_text(json.dumps({**figures, "rss_samples": rss}, indent=2))
-    return 1 if stats.lost or health.get("ready") is not True else 0
+    return 1 if stats.lost or hostile.lost or health.get("ready") is not True else 0
 
 
 if __name__ == "__main__":
