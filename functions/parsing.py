@@ -112,7 +112,8 @@ def image_bytes(value, name: str) -> bytes:
         raise errors.NSTError(f"{name} is not valid base64", "invalid_base64") from None
 
 
-def style_sources(payload: dict, settings: Settings, presets: Mapping[str, np.ndarray]) -> dict[str, bytes | np.ndarray]:
+def style_sources(payload: dict, settings: Settings,
+                  presets: Mapping[str, np.ndarray]) -> dict[str, bytes | np.ndarray]:
     """The style images of exactly one of style_image, style_images or style_preset, by field
     name: bytes to decode, or a preset's pixels."""
     given = [key for key in IMAGE_KEYS if key in payload]
