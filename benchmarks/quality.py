@@ -12,6 +12,7 @@ through its own command line.
     python benchmarks/quality.py --sizes 256 512 --baseline /tmp/landed   # CPU
     python benchmarks/quality.py --sizes 1024 2048 4096       # a GPU
     python benchmarks/quality.py --sizes 256 --recipes default "b4:content_layer=block4_conv2"
+    python benchmarks/quality.py --report-only --out DIR      # the table and sheets of earlier runs
 """
 
 from __future__ import annotations
@@ -98,60 +99,58 @@ def stylize_with_tree(tree: Path, content_path: Path, style_path: Path, size: in
 
 
 def tile(image: np.ndarray, height: int, label: str = "") -> Image.Image:
+    """`image` scaled to `height` px tall, with `label` in its corner."""
     im = Image.fromarray(images.to_uint8(images.resize(image, height, round(image.shape[1] * height / image.shape[0]))))
+    return labelled(im, label)
+
+
+def crop(image: np.ndarray, side: int, label: str = "") -> Image.Image:
+    """The `side` x `side` px centre of `image` at its own pixels: dots and fine noise show here."""
+    h, w = image.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return labelled(Image.fromarray(images.to_uint8(image[y:y + side, x:x + side])), label)
+
+
+def labelled(im: Image.Image, label: str) -> Image.Image:
     if label:
         draw = ImageDraw.Draw(im)
-        draw.rectangle((0, 0, 7 * len(label) + 6, 14), fill=(0, 0, 0))
-        draw.text((3, 1), label, fill=(255, 255, 0))
+        draw.rectangle((0, 0, 6 * len(label) + 6, 12), fill=(0, 0, 0))
+        draw.text((3, 0), label, fill=(255, 255, 0))
     return im
 
 
 def contact_sheet(rows: list[list[Image.Image]], path: Path) -> None:
     widths = [sum(t.width for t in row) for row in rows]
-    sheet = Image.new("RGB", (max(widths), sum(row[0].height for row in rows)), "white")
-    y = 0
-    for row in rows:
+    heights = [max(t.height for t in row) for row in rows]
+    sheet = Image.new("RGB", (max(widths), sum(heights)), "white")
+    for row, y in zip(rows, np.cumsum([0, *heights[:-1]])):
         x = 0
         for t in row:
-            sheet.paste(t, (x, y))
+            sheet.paste(t, (x, int(y)))
             x += t.width
-        y += row[0].height
     sheet.save(path, optimize=True)
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    p.add_argument("--recipes", nargs="+", default=["default"])
-    p.add_argument("--baseline", type=Path, help="a checkout whose default options run as the recipe 'landed'")
-    p.add_argument("--pairs", nargs="*", help="only pairs whose 'content/style' name contains one of these")
-    p.add_argument("--steps", type=int, help="steps per scale (default: the options' default)")
-    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "quality")
-    p.add_argument("--tile", type=int, default=192, help="height of the contact sheets' pictures, px")
-    args = p.parse_args()
-
-    recipes = dict(parse_recipe(r) for r in args.recipes)
+def run(args, recipes: dict) -> None:
+    """Stylize every pair at every size with every recipe: the results as PNGs, their measures
+    appended to results.jsonl in `args.out`, a table row printed per result."""
     model = nst_jax.load_model()
     photos = content_photos()
     paintings = {name: images.read(path) for name, path in STYLES.items()}
     pairs = [(c, s) for c in photos for s in paintings
              if not args.pairs or any(f in f"{c}/{s}" for f in args.pairs)]
-    args.out.mkdir(parents=True, exist_ok=True)
     files = {}  # the pictures as files, for the baseline's command line
     if args.baseline:
         for name, pixels in [*photos.items(), *paintings.items()]:
             files[name] = args.out / f"input_{name}.png"
             images.write(pixels, files[name])
     print(f"device {model.device}, weights {model.weights.source}, recipes {recipes}")
-    print("| size | pair | recipe | layout | texture | dots ‰ | noise % | seconds | peak MB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(TABLE_HEAD)
     runs = ([("landed", None)] if args.baseline else []) + list(recipes.items())
     with open(args.out / "results.jsonl", "a") as log:
         for size in sorted(args.sizes):
-            rows = []
             for c, s in pairs:
                 photo, painting = photos[c], paintings[s]
-                row = [tile(photo, args.tile, c), tile(painting, args.tile, s)]
                 for name, recipe in runs:
                     path = args.out / f"{c}_{s}_{size}_{name}.png"
                     if recipe is None:
@@ -165,16 +164,77 @@ def main() -> None:
                               "dots": measures.dots(result), "noise": measures.noise(result, photo),
                               "seconds": seconds, "device": model.device,
                               # another process's memory is not seen from here
-                              "peak_mb": peak_memory_mb() if recipe is not None else float("nan")}
+                              "peak_mb": peak_memory_mb() if recipe is not None else None}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
-                    print(f"| {size} | {c}/{s} | {name} | {record['layout']:.3f} | {record['texture']:.3f} | "
-                          f"{record['dots']:.2f} | {record['noise']:.2f} | {seconds:.0f} | {record['peak_mb']:.0f} |",
-                          flush=True)
-                    row.append(tile(result, args.tile, f"{name} L{record['layout']:.2f} T{record['texture']:.2f}"))
-                rows.append(row)
-            contact_sheet(rows, args.out / f"sheet_{size}.png")
-            print(f"contact sheet: {args.out / f'sheet_{size}.png'}", flush=True)
+                    print(table_row(record), flush=True)
+
+
+TABLE_HEAD = ("| size | pair | recipe | layout | texture | dots ‰ | noise % | seconds | peak MB |\n"
+              "|---|---|---|---|---|---|---|---|---|")
+
+
+def table_row(r: dict) -> str:
+    peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "–"
+    return (f"| {r['size']} | {r['pair']} | {r['recipe']} | {r['layout']:.3f} | {r['texture']:.3f} | "
+            f"{r['dots']:.2f} | {r['noise']:.2f} | {r['seconds']:.0f} | {peak} |")
+
+
+def report(out: Path, tile_px: int) -> None:
+    """From `out`'s results.jsonl (the latest record of each result): the table, the means per
+    size and recipe, and a contact sheet per size (photo | painting | each recipe's result |
+    a 1:1 crop of the last recipe's), sheet_<size>.png."""
+    records = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        records[r["size"], r["pair"], r["recipe"]] = r
+    print(TABLE_HEAD)
+    for r in records.values():
+        print(table_row(r))
+    print("\n| size | recipe | results | mean layout | worst layout | mean texture | worst texture | mean dots ‰ "
+          "| mean noise % | mean seconds |\n|---|---|---|---|---|---|---|---|---|---|")
+    groups = {}
+    for r in records.values():
+        groups.setdefault((r["size"], r["recipe"]), []).append(r)
+    for (size, recipe), rs in sorted(groups.items()):
+        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("layout", "texture", "dots", "noise", "seconds")}
+        print(f"| {size} | {recipe} | {len(rs)} | {mean['layout']:.3f} | {min(r['layout'] for r in rs):.3f} | "
+              f"{mean['texture']:.3f} | {max(r['texture'] for r in rs):.3f} | {mean['dots']:.2f} | "
+              f"{mean['noise']:.2f} | {mean['seconds']:.0f} |")
+    photos = content_photos()
+    paintings = {name: images.read(path) for name, path in STYLES.items()}
+    for size in sorted({k[0] for k in records}):
+        rows = []
+        for pair in dict.fromkeys(k[1] for k in records if k[0] == size):
+            c, s = pair.split("/")
+            row = [tile(photos[c], tile_px, c), tile(paintings[s], tile_px, s)]
+            recipes = [k[2] for k in records if k[:2] == (size, pair)]
+            for recipe in recipes:
+                r = records[size, pair, recipe]
+                result = images.read(out / f"{c}_{s}_{size}_{recipe}.png")
+                row.append(tile(result, tile_px, f"{recipe} L{r['layout']:.2f} T{r['texture']:.2f}"))
+            row.append(crop(result, tile_px, f"{recipes[-1]} 1:1"))
+            rows.append(row)
+        contact_sheet(rows, out / f"sheet_{size}.png")
+        print(f"\ncontact sheet: {out / f'sheet_{size}.png'}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    p.add_argument("--recipes", nargs="+", default=["default"])
+    p.add_argument("--baseline", type=Path, help="a checkout whose default options run as the recipe 'landed'")
+    p.add_argument("--pairs", nargs="*", help="only pairs whose 'content/style' name contains one of these")
+    p.add_argument("--steps", type=int, help="steps per scale (default: the options' default)")
+    p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "quality")
+    p.add_argument("--tile", type=int, default=160, help="height of the contact sheets' pictures, px")
+    p.add_argument("--report-only", action="store_true", help="no runs: the table and sheets of --out's results")
+    args = p.parse_args()
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        run(args, dict(parse_recipe(r) for r in args.recipes))
+    report(args.out, args.tile)
 
 
 if __name__ == "__main__":
