@@ -25,8 +25,6 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
-if str(REPO_ROOT) not in sys.path:  # the packages, where the project is not installed
-    sys.path.insert(0, str(REPO_ROOT))
 
 
 LIBRARY_ENV = ("NEURASTYLE_WEIGHTS", "NEURASTYLE_WEIGHTS_DIR", "NEURASTYLE_COMPILATION_CACHE", "NEURASTYLE_PRECISION")
