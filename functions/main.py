@@ -70,8 +70,7 @@ def route(request: flask.Request) -> flask.Response:
     path = request.path.strip("/")
     method = request.method
     if (request.content_length or 0) > SERVICE.settings.max_body_bytes:  # on every route
-        raise errors.NSTError(f"request body is over the limit of {SERVICE.settings.max_body_bytes} bytes",
-                              "body_too_large")
+        raise serving.body_too_large(SERVICE.settings.max_body_bytes)
     if method == "OPTIONS":
         return flask.Response(status=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
     if path in ("", "stylize") and method == "POST":
@@ -98,12 +97,13 @@ def require(method: str, allowed: str) -> None:
 def stylize(request: flask.Request) -> flask.Response:
     parsing.check_media_type(request.mimetype)
     deadline = SERVICE.deadline()  # time spent waiting in line counts
-    body = SERVICE.read_body(request.stream, request.content_length, request.environ.get("gunicorn.socket"))
+    connection = request.environ.get("gunicorn.socket")  # for read timeouts and to see the client leave
+    body = SERVICE.read_body(request.stream, request.content_length, connection)
     request.environ[BODY_READ] = True
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
         parsed = SERVICE.parse(body)
-        stylization = SERVICE.start(parsed, ticket, deadline, request.environ.get("gunicorn.socket"))
+        stylization = SERVICE.start(parsed, ticket, deadline, connection)
     except BaseException:
         SERVICE.admission.release(ticket)
         raise

@@ -119,7 +119,7 @@ def read_body(stream, content_length: int | None, settings: Settings, sock: sock
     `sock`, the client's connection (gunicorn's), carries the timeouts; without it (tests'
     in-process clients) there are none."""
     limit = settings.max_body_bytes
-    too_large = errors.NSTError(f"request body is over the limit of {limit} bytes", "body_too_large")
+    too_large = body_too_large(limit)
     if (content_length or 0) > limit:
         raise too_large
     cut_off = threading.Event()
@@ -154,6 +154,10 @@ def read_body(stream, content_length: int | None, settings: Settings, sock: sock
     if len(body) < expected and content_length is not None:
         raise errors.NSTError("the request body ended before its Content-Length")
     return bytes(body)
+
+
+def body_too_large(limit: int) -> errors.NSTError:
+    return errors.NSTError(f"request body is over the limit of {limit} bytes", "body_too_large")
 
 
 def peer_closed(sock: socket.socket) -> bool:
