@@ -55,7 +55,7 @@ RUN if [ -z "$JAX_EXTRA" ] && [ -n "$WARMUP" ]; then \
     fi
 
 # `nst-jax serve` is functions-framework's gunicorn server (1 worker process, so one model
-# in memory) with threads for every queued request and a drain on SIGTERM (functions/serving.py).
+# in memory) with threads for every queued request and a drain on SIGTERM (functions/server.py).
 # It listens on $PORT (default 8080), as Cloud Run expects.
 ENV PORT=8080
 EXPOSE 8080

@@ -8,8 +8,9 @@ the serving machinery and back. functions-framework sends every path here:
   OPTIONS *                   CORS preflight
 
 Every failure is JSON ``{"error": {"code", "message"}}`` with the status of STATUS (else 400).
-Parsing is `parsing.py`'s, admission, deadlines and batching `serving.py`'s, the settings
-(environment, read once when loaded) `settings.py`'s.
+Parsing is `parsing.py`'s; a request's life (deadline, batch, stream) `serving.py`'s, its
+place in line `admission.py`'s, its socket `connection.py`'s; the settings (environment, read
+once when loaded) `settings.py`'s; `nst-jax serve` is `server.py`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
-from functions import parsing, serving
+from functions import connection, parsing, serving
 from nst_jax import errors
 
 SERVICE = serving.process_service()  # tests put their own in its place
@@ -70,7 +71,7 @@ def route(request: flask.Request) -> flask.Response:
     path = request.path.strip("/")
     method = request.method
     if (request.content_length or 0) > SERVICE.settings.max_body_bytes:  # on every route
-        raise serving.body_too_large(SERVICE.settings.max_body_bytes)
+        raise connection.body_too_large(SERVICE.settings.max_body_bytes)
     if method == "OPTIONS":
         return flask.Response(status=204, headers={"Allow": "GET, HEAD, POST, OPTIONS"})
     if path in ("", "stylize") and method == "POST":
@@ -156,7 +157,7 @@ def without_reading_the_body(response: flask.Response, request: flask.Request) -
     sock = request.environ.get("gunicorn.socket")
     unbounded = request.content_length is None and "chunked" in request.headers.get("Transfer-Encoding", "").lower()
     if sock is not None and (unbounded or (request.content_length or 0) > SERVICE.settings.max_body_bytes):
-        response.call_on_close(lambda: serving.stop_reading(sock))
+        response.call_on_close(lambda: connection.stop_reading(sock))
     return response
 
 

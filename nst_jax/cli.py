@@ -136,13 +136,13 @@ def run_weights(args) -> None:
 def run_serve(args) -> None:
     """The HTTP function's server (it is HTTP, so it lives in functions/, not in the library)."""
     try:
-        from functions import serving
+        from functions import server
     except ModuleNotFoundError as e:
         if e.name != "functions":
             raise
         raise NSTError("the HTTP function (functions/) is not installed; "
                        "install the project from a checkout (pip install -e .)") from e
-    serving.serve(args.host, args.port)
+    server.serve(args.host, args.port)
 
 
 def run_warmup(args) -> None:

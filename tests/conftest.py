@@ -109,10 +109,11 @@ def serving(module, run_jobs=None, presets=None, **settings):
     """Within: `module` (functions/main.py) serves with a fresh `Service` of the default
     `Settings` but `settings`, the batch runner `run_jobs` (default the real one) and its own
     drain state. Yields (test client, service)."""
-    from functions import serving as serving_lib
+    from functions.admission import Drain
+    from functions.serving import Service
     from functions.settings import Settings
 
-    service = serving_lib.Service(dataclasses.replace(Settings(), **settings), drain=serving_lib.Drain(),
+    service = Service(dataclasses.replace(Settings(), **settings), drain=Drain(),
                                   presets=presets, **({"run_jobs": run_jobs} if run_jobs else {}))
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(module, "SERVICE", service)
@@ -143,7 +144,7 @@ def free_port() -> int:
 
 
 class LiveServer:
-    """`nst-jax serve` (gunicorn + functions-framework, functions/serving.py) in a child process.
+    """`nst-jax serve` (gunicorn + functions-framework, functions/server.py) in a child process.
     With `expect_ready=False` any answer of /healthz will do (e.g. 503 without weights)."""
 
     def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0,

@@ -1,4 +1,4 @@
-"""Admission control on its own (functions/serving.py's `Admission`, no HTTP): slots, the
+"""Admission control on its own (functions/admission.py, no HTTP): slots, the
 line, refusals, deadlines in line, draining, and batches of one key."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 import pytest
 from helpers import wait_for
 
-from functions.serving import Admission, Drain, Refused
+from functions.admission import Admission, Drain, Refused
 from nst_jax import errors
 
 
