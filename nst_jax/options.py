@@ -66,6 +66,16 @@ class Limits:
                                         low=1, high=library.max_steps))
 
 
+def _is_finite_number(value) -> bool:
+    """A real number a float can hold: not a bool, not inf or nan, not an int beyond float's range."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float (JSON allows any length)
+        return False
+
+
 @dataclass(frozen=True)
 class Options:
     """How to stylize. Weights are relative: only their ratios matter.
@@ -128,7 +138,7 @@ class Options:
             bad("seed", f"must be between 0 and 2**32-1, got {self.seed}")
         for name in ("content_weight", "style_weight", "tv_weight", "lr"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            if not _is_finite_number(value):
                 bad(name, f"must be a finite number, got {value!r}")
             if value < 0 or (name == "lr" and not 0 < value <= 1):
                 bad(name, "must be in (0, 1]" if name == "lr" else f"must not be negative, got {value}")
@@ -154,7 +164,7 @@ class Options:
                 bad(name, f"must be true or false, got {getattr(self, name)!r}")
         if self.style_blend is not None:
             blend = self.style_blend
-            if not all(isinstance(w, (int, float)) and not isinstance(w, bool) and math.isfinite(w) and w >= 0
+            if not all(_is_finite_number(w) and w >= 0
                        for w in blend) or sum(blend) <= 0:
                 bad("style_blend", "must be non-negative numbers with a positive sum")
             if n_styles is not None and len(blend) != n_styles:

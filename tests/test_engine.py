@@ -312,3 +312,9 @@ def test_a_vgg19_layer_on_vgg16_weights_is_a_clear_error(model):
     with pytest.raises(OptionsError, match="block5_conv4"):
         nst_jax.stylize(gradient_image(32, 32), [gradient_image(32, 32)],
                         Options(size=32, steps=1, content_layer="block5_conv4"), model=model)
+
+
+def test_numbers_beyond_a_float_are_an_options_error_not_a_crash():
+    for bad in ({"style_weight": 10 ** 400}, {"style_blend": [1, 10 ** 400]}, {"lr": -10 ** 400}):
+        with pytest.raises(OptionsError):
+            Options.from_mapping(bad, n_styles=2 if "style_blend" in bad else None)
