@@ -151,6 +151,20 @@ class _Prepared:
         return result
 
 
+def _batch_targets(model: Model, prepared: Sequence[_Prepared], contents: np.ndarray) -> dict:
+    """`targets` of each job at this scale, stacked on the batch axis; `contents` (N, H, W, 3)."""
+    per_job = [targets(model, contents[i:i + 1], p.styles, p.blend, p.job.options) for i, p in enumerate(prepared)]
+    return jax.tree_util.tree_map(lambda *t: jnp.concatenate(t), *per_job)
+
+
+def _first_image(prepared: Sequence[_Prepared], contents: np.ndarray) -> np.ndarray:
+    """Each job's start at the coarsest scale: its content (N, H, W, 3), or uniform noise of its seed."""
+    return np.concatenate([
+        jax.random.uniform(jax.random.PRNGKey(p.job.options.seed), contents[i:i + 1].shape)
+        if p.job.options.init == "noise" else contents[i:i + 1]
+        for i, p in enumerate(prepared)])
+
+
 def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.ndarray | BaseException]:
     """Run jobs of one `batch_key` together, as one batch on the device.
 
@@ -180,16 +194,11 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     image, carry = None, None
     for index, shape in enumerate(scales):
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
-        problem = optim.Problem.of(model, first.content_layer, jax.tree_util.tree_map(
-            lambda *t: jnp.concatenate(t),
-            *[targets(model, contents[i:i + 1], p.styles, p.blend, p.job.options) for i, p in enumerate(prepared)]),
-            loss_weights)
+        problem = optim.Problem.of(model, first.content_layer, _batch_targets(model, prepared, contents),
+                                   loss_weights)
         if image is None:
-            image = np.concatenate([
-                jax.random.uniform(jax.random.PRNGKey(p.job.options.seed), (1, *shape, 3))
-                if p.job.options.init == "noise" else contents[i:i + 1]
-                for i, p in enumerate(prepared)])
-        else:  # start from the previous scale's result
+            image = _first_image(prepared, contents)
+        else:  # the previous scale's result
             image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in image])
         image = jnp.asarray(image, jnp.float32)
 
