@@ -24,7 +24,6 @@ class Refused(errors.NSTError):
         self.retry_after = retry_after
 
 
-
 class Drain:
     """Whether the process is shutting down: from `begin` on, new work is refused and running
     work may go on until `deadline()`."""
@@ -43,22 +42,6 @@ class Drain:
     @property
     def draining(self) -> bool:
         return self._deadline is not None
-
-    def read_body(self, stream, content_length: int | None, sock: socket.socket | None = None) -> bytes:
-        """`read_body` while holding one of `max_uploads` places, or 429 busy at once: slow
-        uploads never take every thread."""
-        if not self.uploads.acquire(blocking=False):
-            raise Refused("the server is busy (too many requests are sending their bodies); try again later",
-                          "busy", retry_after=1)
-        try:
-            return read_body(stream, content_length, self.settings, sock)
-        finally:
-            self.uploads.release()
-
-    def parse(self, body: bytes) -> StylizeRequest:
-        """`parse_stylize`, `DECODERS` requests at a time: each may hold a whole image while decoding it."""
-        with self.decoders:
-            return parse_stylize(body, self.settings, self.presets.images())
 
     def deadline(self) -> float:
         return math.inf if self._deadline is None else self._deadline
