@@ -204,13 +204,18 @@ def exchange(port: int, data: bytes, timeout: float = 30) -> bytes:
             sock.sendall(data)
         except (BrokenPipeError, ConnectionResetError):
             pass  # the server answered and closed before reading everything
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
-        return answer
+        return read_until_closed(sock)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """What `sock` receives until the server closes (or resets) the connection."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    return answer
 
 
 def status_of(answer: bytes) -> int:
@@ -336,12 +341,7 @@ def test_a_body_is_not_waited_for_where_it_is_not_read(live_server, head):
     """Answered at once, without the body, and the connection closed (not read to its end)."""
     with socket.create_connection(("127.0.0.1", live_server.port), timeout=15) as sock:
         sock.sendall(head)
-        answer = b""
-        try:
-            while chunk := sock.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+        answer = read_until_closed(sock)
     assert status_of(answer) in (405, 413), answer[:300]
 
 
