@@ -85,8 +85,18 @@ def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> float:
     raise RuntimeError(f"the server was not ready within {timeout} s")
 
 
+def worker_rss_mb(pid: int) -> float:
+    """Resident memory of the server `pid`'s gunicorn worker (its child), MB; 0 where unknown."""
+    try:
+        child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
+        status = Path(f"/proc/{child}/status").read_text()
+    except (OSError, IndexError):
+        return 0.0
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
 def serve_once(env: dict, body: bytes, timeout: float, log_path: Path) -> dict:
-    """One fresh server: seconds to ready, the first request, the same again."""
+    """One fresh server: seconds to ready, the first request, the same again; the worker's RSS then."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with open(log_path, "ab") as log:
@@ -97,10 +107,11 @@ def serve_once(env: dict, body: bytes, timeout: float, log_path: Path) -> dict:
             ready = wait_ready(url, process, timeout) - spawned
             first = post(url, body, timeout)
             warm = post(url, body, timeout)
+            rss = worker_rss_mb(process.pid)
         finally:
             process.terminate()
             process.wait(60)
-    return {"ready_s": ready, "first_s": first, "warm_s": warm, "total_s": ready + first}
+    return {"ready_s": ready, "first_s": first, "warm_s": warm, "total_s": ready + first, "rss_mb": rss}
 
 
 def mode_env(mode: str, cache: Path, empty: Path, size: int, weights: Path | None) -> dict:
@@ -165,12 +176,12 @@ def main(argv=None) -> dict:
     out["runs"] = runs
     out["machine"]["load_average_end"] = os.getloadavg()
     print(f"{args.size} px, steps {args.steps}; medians (min-max) of {args.runs} fresh servers per mode, s")
-    print("| mode | ready | first request | same request warm | start to first result | first / warm |")
-    print("|---|---|---|---|---|---|")
+    print("| mode | ready | first request | same request warm | start to first result | first / warm | worker RSS MB |")
+    print("|---|---|---|---|---|---|---|")
     for mode, rs in runs.items():
         ratios = [r["first_s"] / r["warm_s"] for r in rs]
         print(f"| {mode} | " + " | ".join(spread([r[k] for r in rs]) for k in ("ready_s", "first_s", "warm_s", "total_s"))
-              + f" | {spread(ratios)} |")
+              + f" | {spread(ratios)} | {statistics.median(r['rss_mb'] for r in rs):.0f} |")
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
     return out
