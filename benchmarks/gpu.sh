@@ -36,7 +36,7 @@ export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the device; 
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 budget=${GPU_BUDGET_S:-470}
 summary=$out/summary.txt
-: > "$summary"
+[ -z "$part" ] && : > "$summary"
 
 slow=1
 if [ -n "${GPU_SMOKE:-}" ]; then
