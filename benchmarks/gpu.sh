@@ -16,8 +16,8 @@
 #   throughput   8 jobs of 512 px batched against one at a time (benchmarks/throughput.py)
 #   bench_cl     JAX vs PyTorch channels-last at 2048 and 512 px, bf16 vs fp32 at 2048
 #   largest      4096 px at the default options (20 steps a scale), else 3072, 2048: time, peak memory
-#   quality      benchmarks/quality.py at 1024 and 2048 px, fp32 and bf16 (skipped without
-#                scikit-learn and scikit-image, whose wheels do not fit beside the weights)
+#   quality      benchmarks/quality.py at 512, 1024 and 2048 px, fp32 and bf16 (its photos from
+#                scikit-learn and scikit-image, else .whl/photos/ from gpu_wheels.sh)
 # OUT/summary.txt gathers each step's status and tables; OUT/NAME.out and NAME.err hold the rest.
 set -uo pipefail
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -55,7 +55,7 @@ else
   throughput=(--size 512 --steps 300 --batch 8 --repeats 1)
   largest=(4096 3072 2048)
   largest_steps=20
-  quality=(--sizes 1024 2048 --pairs astronaut/starry china/ship)
+  quality=(--sizes 512 1024 2048 --pairs astronaut/starry china/ship)  # 2048 is held to 512's layout
 fi
 
 # step NAME LIMIT_S COMMAND...: run COMMAND with stdout in OUT/NAME.out and stderr in OUT/NAME.err,
@@ -116,12 +116,17 @@ EOF
 }
 
 quality() {
+  local photos=()
   if ! python -c "import sklearn, skimage" 2>/dev/null; then
-    echo "skipped: scikit-learn and scikit-image are not installed (the quality benchmark's photos)"
-    return 0
+    if [ ! -f .whl/photos/astronaut.png ]; then
+      echo "skipped: neither scikit-learn and scikit-image nor .whl/photos/ (benchmarks/gpu_wheels.sh)"
+      return 0
+    fi
+    photos=(--photos .whl/photos)
   fi
-  python benchmarks/quality.py "${quality[@]}" --out "$out/quality-fp32" \
-    && NEURASTYLE_PRECISION=bfloat16 python benchmarks/quality.py "${quality[@]}" --out "$out/quality-bf16"
+  python benchmarks/quality.py "${quality[@]}" "${photos[@]}" --out "$out/quality-fp32" \
+    && NEURASTYLE_PRECISION=bfloat16 python benchmarks/quality.py "${quality[@]}" "${photos[@]}" \
+      --out "$out/quality-bf16"
 }
 
 if [ -n "$part" ]; then

@@ -7,8 +7,9 @@
 #   benchmarks/gpu_wheels.sh [PYTHON_VERSION ...]     # default: 3.11 3.12 3.13 (the pins need 3.11+)
 #
 # Pure-Python wheels serve every version; the few compiled ones (MarkupSafe, watchdog) are
-# fetched for each PYTHON_VERSION. scikit-learn and scikit-image (the quality benchmark's
-# photos) are left out: about 27 MB of wheels, past what the carry allows besides the weights.
+# fetched for each PYTHON_VERSION. scikit-learn and scikit-image, which ship the quality
+# benchmark's photos, are about 27 MB of wheels, past what the carry allows besides the weights:
+# the photos go as PNGs to .whl/photos/ instead (quality.py --photos).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 versions=("${@:-3.11 3.12 3.13}")
@@ -29,5 +30,6 @@ for v in "${versions[@]}"; do
   pip download --quiet --no-deps --only-binary=:all: --python-version "$v" --platform manylinux2014_x86_64 \
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d "$out" "${pins[@]}"
 done
+.venv/bin/python benchmarks/quality.py --export-photos "$out/photos"
 du -sh "$out"
 ls "$out"

@@ -39,10 +39,15 @@ from nst_jax.options import RECIPES  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 STYLES = {"starry_night": REPO / "web/styles/starry_night.jpg", "shipwreck": REPO / "web/styles/shipwreck.jpg"}
 RECIPE_OPTIONS = {"default": {}, "seed": RECIPES["seed"]}
+PHOTOS = ("astronaut", "china", "rocket", "coffee")
 
 
-def content_photos() -> dict[str, np.ndarray]:
-    """A face, a building in a landscape, a night scene with structures, an object: (H, W, 3) in [0, 1]."""
+def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
+    """A face, a building in a landscape, a night scene with structures, an object: (H, W, 3) in
+    [0, 1], from the packages that ship them, or as PNGs from `folder` (`--export-photos`: for a
+    machine without those packages)."""
+    if folder is not None:
+        return {name: images.read(folder / f"{name}.png") for name in PHOTOS}
     import skimage.data
     import sklearn.datasets
 
@@ -135,7 +140,7 @@ def run(args, recipes: dict) -> None:
     """Stylize every pair at every size with every recipe: the results as PNGs, their measures
     appended to results.jsonl in `args.out`, a table row printed per result."""
     model = nst_jax.load_model()
-    photos = content_photos()
+    photos = content_photos(args.photos)
     paintings = {name: images.read(path) for name, path in STYLES.items()}
     pairs = [(c, s) for c in photos for s in paintings
              if not args.pairs or any(f in f"{c}/{s}" for f in args.pairs)]
@@ -180,7 +185,14 @@ def table_row(r: dict) -> str:
             f"{r['dots']:.2f} | {r['noise']:.2f} | {r['seconds']:.0f} | {peak} |")
 
 
-def report(out: Path, tile_px: int) -> None:
+def summary_row(size: int, recipe: str, rs: list[dict]) -> str:
+    mean = {k: float(np.mean([r[k] for r in rs])) for k in ("layout", "texture", "dots", "noise", "seconds")}
+    return (f"| {size} | {recipe} | {len(rs)} | {mean['layout']:.3f} | {min(r['layout'] for r in rs):.3f} | "
+            f"{mean['texture']:.3f} | {max(r['texture'] for r in rs):.3f} | {mean['dots']:.2f} | "
+            f"{mean['noise']:.2f} | {mean['seconds']:.0f} |")
+
+
+def report(out: Path, tile_px: int, photos: dict[str, np.ndarray]) -> None:
     """From `out`'s results.jsonl (the latest record of each result): the table, the means per
     size and recipe, and a contact sheet per size (photo | painting | each recipe's result |
     a 1:1 crop of the last recipe's), sheet_<size>.png."""
@@ -191,17 +203,18 @@ def report(out: Path, tile_px: int) -> None:
     print(TABLE_HEAD)
     for r in records.values():
         print(table_row(r))
-    print("\n| size | recipe | results | mean layout | worst layout | mean texture | worst texture | mean dots ‰ "
+    print("\n| size | recipe | pairs | mean layout | worst layout | mean texture | worst texture | mean dots ‰ "
           "| mean noise % | mean seconds |\n|---|---|---|---|---|---|---|---|---|---|")
-    groups = {}
-    for r in records.values():
-        groups.setdefault((r["size"], r["recipe"]), []).append(r)
-    for (size, recipe), rs in sorted(groups.items()):
-        mean = {k: float(np.mean([r[k] for r in rs])) for k in ("layout", "texture", "dots", "noise", "seconds")}
-        print(f"| {size} | {recipe} | {len(rs)} | {mean['layout']:.3f} | {min(r['layout'] for r in rs):.3f} | "
-              f"{mean['texture']:.3f} | {max(r['texture'] for r in rs):.3f} | {mean['dots']:.2f} | "
-              f"{mean['noise']:.2f} | {mean['seconds']:.0f} |")
-    photos = content_photos()
+    for size in sorted({k[0] for k in records}):
+        by_recipe = {}
+        for (s, pair, recipe), r in records.items():
+            if s == size:
+                by_recipe.setdefault(recipe, {})[pair] = r
+        shared = set.intersection(*(set(pairs) for pairs in by_recipe.values()))
+        for recipe, pairs in by_recipe.items():
+            # first over the pairs every recipe ran (so recipes compare), then over all its pairs
+            for chosen in dict.fromkeys((tuple(sorted(shared)), tuple(sorted(pairs)))):
+                print(summary_row(size, recipe, [pairs[p] for p in chosen]))
     paintings = {name: images.read(path) for name, path in STYLES.items()}
     for size in sorted({k[0] for k in records}):
         rows = []
@@ -229,12 +242,19 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "quality")
     p.add_argument("--tile", type=int, default=160, help="height of the contact sheets' pictures, px")
     p.add_argument("--report-only", action="store_true", help="no runs: the table and sheets of --out's results")
+    p.add_argument("--photos", type=Path, help="read the photos from this folder's PNGs, not from the packages")
+    p.add_argument("--export-photos", type=Path, metavar="DIR", help="write the photos to DIR as PNGs, and stop")
     args = p.parse_args()
 
+    if args.export_photos:
+        args.export_photos.mkdir(parents=True, exist_ok=True)
+        for name, pixels in content_photos().items():
+            images.write(pixels, args.export_photos / f"{name}.png")
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         run(args, dict(parse_recipe(r) for r in args.recipes))
-    report(args.out, args.tile)
+    report(args.out, args.tile, content_photos(args.photos))
 
 
 if __name__ == "__main__":
