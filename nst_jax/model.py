@@ -106,8 +106,7 @@ def _host_tag() -> str:
 @functools.cache
 def enable_compilation_cache() -> None:
     """Keep every compiled program on disk so that a new process (a serverless cold start)
-    skips compiling the shapes an earlier one compiled (256 px cold start on 2 CPU cores:
-    5.9 s without, 3.1 s with; see BENCHMARKS.md). Directory: env NEURASTYLE_COMPILATION_CACHE
+    skips compiling the shapes an earlier one compiled (BENCHMARKS.md). Directory: env NEURASTYLE_COMPILATION_CACHE
     (default ~/.cache/neurastyle/xla; "off" disables), one subfolder per CPU kind."""
     path = os.environ.get("NEURASTYLE_COMPILATION_CACHE", str(Path.home() / ".cache" / "neurastyle" / "xla"))
     if path and path != "off":

@@ -72,8 +72,8 @@ def prepared_kernel(kernel: jax.Array, use_winograd: bool) -> jax.Array:
 @functools.partial(jax.jit, static_argnames="winograd_layers")
 def prepare(params: dict, winograd_layers: tuple[str, ...] = ()) -> dict:
     """``{"prepared": {layer: {"kernel": prepared_kernel(...)}}}`` for every layer of `params`,
-    to merge into the variables. One compiled program (not one per layer and operation: that
-    took ~1 s of a cold start)."""
+    to merge into the variables. One compiled program, not one per layer and operation, each of
+    which would compile on a cold start."""
     return {"prepared": {name: {"kernel": prepared_kernel(p["kernel"], name in winograd_layers)}
                          for name, p in params["params"].items()}}
 

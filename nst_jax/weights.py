@@ -65,13 +65,6 @@ class Weights:
         if self.channel_order not in ("RGB", "BGR"):
             raise WeightsError(f"channel_order must be RGB or BGR, not {self.channel_order!r}")
 
-    def preprocess(self, rgb):
-        """Map images in [0, 1] RGB, (..., 3), to model input. Works on numpy and jax arrays."""
-        x = rgb[..., ::-1] if self.channel_order == "BGR" else rgb
-        mean = np.asarray(self.mean, np.float32)
-        std = np.asarray(self.std, np.float32)
-        return (x * np.float32(self.input_scale) - mean) / std
-
     def flax_params(self) -> dict:
         """Parameters in the pytree layout `nst_jax.vgg.VGG.apply` expects."""
         return {"params": {name: dict(p) for name, p in self.params.items()}}

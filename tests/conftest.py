@@ -211,3 +211,11 @@ def live_server(tmp_path_factory, random_weights_path):
     server = LiveServer(log_path, env={"NEURASTYLE_WEIGHTS": str(random_weights_path)})
     yield server
     server.stop()
+
+
+def reference_preprocess(weights, rgb):
+    """What a weights file says its network takes, computed the plain way (numpy or jax arrays,
+    (..., 3) RGB in [0, 1]): the reference the model's folded preprocessing is checked against."""
+    x = rgb[..., ::-1] if weights.channel_order == "BGR" else rgb
+    return (x * np.float32(weights.input_scale) - np.asarray(weights.mean, np.float32)) / np.asarray(weights.std,
+                                                                                                    np.float32)

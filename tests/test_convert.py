@@ -18,6 +18,7 @@ from collections import OrderedDict
 import h5py
 import numpy as np
 import pytest
+from conftest import reference_preprocess
 
 from nst_jax import convert
 from nst_jax.errors import WeightsError
@@ -185,7 +186,7 @@ def numpy_reference(raw, bgr_mean):
 
 
 def activations(weights):
-    out = VGG(weights.arch).apply(weights.flax_params(), weights.preprocess(IMAGE), layers=CHECKED)
+    out = VGG(weights.arch).apply(weights.flax_params(), reference_preprocess(weights, IMAGE), layers=CHECKED)
     return {k: np.asarray(v) for k, v in out.items()}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import gradient_image, random_weights
+from conftest import gradient_image, random_weights, reference_preprocess
 
 import jax
 import nst_jax
@@ -30,7 +30,7 @@ def test_vgg_computes_nothing_past_the_deepest_layer():
     x = gradient_image(37, 50)[None]
     # Only the first three layers' parameters exist: asking for block2_conv1 must not need more.
     params = {"params": {n: w.params[n] for n in ("block1_conv1", "block1_conv2", "block2_conv1")}}
-    out = VGG("vgg19").apply(params, w.preprocess(x), layers=("block1_conv2", "block2_conv1"))
+    out = VGG("vgg19").apply(params, reference_preprocess(w, x), layers=("block1_conv2", "block2_conv1"))
     assert set(out) == {"block1_conv2", "block2_conv1"}
     assert out["block1_conv2"].shape == (1, 37, 50, 64)
     assert out["block2_conv1"].shape == (1, 18, 25, 128)  # floor after a 2x2 pool
@@ -41,7 +41,7 @@ def test_vgg_computes_nothing_past_the_deepest_layer():
 def test_model_takes_rgb_whatever_the_weights_channel_order(model):
     x = gradient_image(24, 40)[None]
     w = model.weights
-    expected = VGG("vgg16").apply(w.flax_params(), w.preprocess(x), layers=("block2_conv2",))["block2_conv2"]
+    expected = VGG("vgg16").apply(w.flax_params(), reference_preprocess(w, x), layers=("block2_conv2",))["block2_conv2"]
     got = model.features(x, ["block2_conv2"])["block2_conv2"]
     np.testing.assert_allclose(np.asarray(got), np.asarray(expected), rtol=2e-4, atol=2e-3)
 
@@ -290,6 +290,7 @@ def test_a_stopped_job_leaves_the_rest_of_its_batch_running(model):
     jobs = [transfer.Job(gradient_image(32, 32), [gradient_image(32, 32, seed=1)], Options(size=32, steps=3), stop),
             transfer.Job(gradient_image(32, 32, seed=2), [gradient_image(32, 32, seed=3)], Options(size=32, steps=3),
                          seen.append)]
+    assert transfer.stylize_batch([], model) == []
     stopped, finished = transfer.stylize_batch(jobs, model)
     assert isinstance(stopped, Cancelled)
     assert finished.shape == (32, 32, 3) and [p.step for p in seen] == [1, 2, 3]
