@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from nst_jax import Options, Progress, errors, images, load_model
+from nst_jax.model import enable_compilation_cache
 from nst_jax.transfer import Job, batch_key, stylize_batch
 from nst_jax.warmup import InBackground
 
@@ -194,6 +195,7 @@ def model():
     """The loaded model; without usable weights an NSTError that says so in the project's
     words (the file's path and the reason go to the log, for the operator)."""
     try:
+        enable_compilation_cache()  # a cold start then skips what earlier instances compiled
         return load_model()
     except errors.WeightsError as e:
         log.error("weights unavailable: %s", e)

@@ -157,6 +157,10 @@ def run_warmup(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command != "weights":
+        from nst_jax.model import enable_compilation_cache
+
+        enable_compilation_cache()  # before anything compiles: later runs skip compiling
     try:
         if args.command == "stylize":
             run_stylize(args)

@@ -117,6 +117,8 @@ def enable_compilation_cache() -> None:
 
 def load_model(path: str | os.PathLike | None = None, precision: str | None = None) -> Model:
     """Load a weights file (default: `nst_jax.weights.default_path()`) once per process.
+    (A process that wants its compiled programs kept on disk calls `enable_compilation_cache`
+    first, as the command line and the HTTP function do.)
 
     Args:
       precision: ``"float32"`` (default, or env NEURASTYLE_PRECISION) or ``"bfloat16"``:
@@ -128,5 +130,4 @@ def load_model(path: str | os.PathLike | None = None, precision: str | None = No
     if precision not in ("float32", "bfloat16"):
         raise ValueError(f"precision must be float32 or bfloat16, not {precision!r}")
     path = Path(path) if path is not None else weights_io.default_path()
-    enable_compilation_cache()
     return _load(path.resolve(), precision)

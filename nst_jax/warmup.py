@@ -35,7 +35,7 @@ import numpy as np
 
 from nst_jax import images, shapes, transfer
 from nst_jax.errors import OptionsError
-from nst_jax.model import Model, load_model
+from nst_jax.model import Model, enable_compilation_cache, load_model
 from nst_jax.options import Limits, Options
 
 # Wraps every compilation, whether XLA compiles or the persistent cache supplies the program.
@@ -225,6 +225,7 @@ class InBackground:
         log = logging.getLogger("neurastyle")
         try:
             log.info("warming up sizes %s", ", ".join(map(str, self.sizes)))
+            enable_compilation_cache()  # what it compiles is kept for the next instance
             warmup(self.sizes, styles=[images.to_float(s) for s in self.styles], log=log.info)
             log.info("warm-up done; compilation cache: %s", cache_summary())
         except Exception:  # noqa: BLE001  (a server without a warm-up still serves)
