@@ -145,19 +145,4 @@ def parse_options(payload: dict, n_styles: int, settings: Settings) -> Options:
         if "style_blend" in values:
             raise errors.OptionsError("give style_blend either at the top level or in options, not both")
         values = {**values, "style_blend": payload["style_blend"]}
-    for name, value in values.items():
-        if not fits_a_float(value):
-            raise errors.OptionsError(f"option {name!r} holds a number too large for a float")
     return Options.from_mapping(values, settings.limits, n_styles)
-
-
-def fits_a_float(value) -> bool:
-    """False for a JSON integer (alone or in a list) beyond a float's range: Python reads it
-    exactly, and the checks of `Options` compare it as a float."""
-    for v in value if isinstance(value, list) else [value]:
-        if isinstance(v, int):
-            try:
-                float(v)
-            except OverflowError:
-                return False
-    return True

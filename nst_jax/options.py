@@ -13,6 +13,7 @@ from nst_jax.vgg import layer_names
 
 OPTIMIZERS = ("adam", "lbfgs")
 MIN_SCALE_RANGE = (64, 1024)  # px
+MESSAGE_MAX = 200  # characters of an error message
 CONTENT_LAYERS = tuple(dict.fromkeys(layer_names("vgg16") + layer_names("vgg19")))
 # Named sets of option values; explicit options override them. "seed" is the project's first
 # recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
@@ -124,7 +125,9 @@ class Options:
     def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
         """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
         def bad(name, why):
-            raise OptionsError(f"option {name!r} {why}")
+            message = f"option {name!r} {why}"
+            # "got ..." echoes what was sent, which may be a 400-digit number or a long string
+            raise OptionsError(message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX] + "…")
 
         for name in ("size", "steps", "seed", "min_scale"):
             value = getattr(self, name)
