@@ -92,8 +92,15 @@ class AdamCarry(NamedTuple):
 
     def result(self) -> jax.Array:
         """The averaged image, or the iterate where nothing was averaged (decay 0 gives the iterate too)."""
-        weight = self.average_weight[:, None, None, None]
-        return jnp.where(weight > 0, self.average / jnp.maximum(weight, 1e-12), self.image)
+        return _averaged_image(self)
+
+
+@jax.jit
+def _averaged_image(carry: AdamCarry) -> jax.Array:
+    """`AdamCarry.result`, as one compiled program (it runs at every progress report; as eager
+    operations each would be a program of its own to build on a cold start)."""
+    weight = carry.average_weight[:, None, None, None]
+    return jnp.where(weight > 0, carry.average / jnp.maximum(weight, 1e-12), carry.image)
 
 
 def adam_step(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array) -> tuple[AdamCarry, jax.Array]:
