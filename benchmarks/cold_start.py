@@ -18,8 +18,6 @@ options but `size` and `steps`, as JSON. Prints medians with the range, and the 
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import json
 import os
 import statistics
@@ -27,28 +25,19 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 import common
+from harness import LiveServer, b64, rss_mb, with_checkout
+from nst_jax import images
 
 MODES = ("empty", "cache", "warmup")
 
 
-def png_base64(image: np.ndarray) -> str:
-    """(H, W, 3) float in [0, 1] -> base64 of its PNG."""
-    buffer = io.BytesIO()
-    Image.fromarray(np.asarray(np.clip(image * 255 + 0.5, 0, 255), np.uint8)).save(buffer, "PNG")
-    return base64.b64encode(buffer.getvalue()).decode()
-
-
 def request_body(size: int, steps: int) -> bytes:
     content, style = common.generated_images()
-    return json.dumps({"content_image": png_base64(content), "style_image": png_base64(style),
+    return json.dumps({"content_image": b64(images.encode(content)), "style_image": b64(images.encode(style)),
                        "options": {"size": size, "steps": steps}}).encode()
 
 
@@ -61,63 +50,19 @@ def post(url: str, body: bytes, timeout: float) -> float:
     return time.time() - start
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> float:
-    """time.time() when /healthz first answered 200."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=5) as answer:
-                if answer.status == 200:
-                    return time.time()
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the server was not ready within {timeout} s")
-
-
-def worker_rss_mb(pid: int) -> float:
-    """Resident memory of the server `pid`'s gunicorn worker (its child), MB; 0 where unknown."""
-    try:
-        child = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()[0]
-        status = Path(f"/proc/{child}/status").read_text()
-    except (OSError, IndexError):
-        return 0.0
-    return int(status.split("VmRSS:")[1].split()[0]) / 1024
-
-
 def serve_once(env: dict, body: bytes, timeout: float, log_path: Path) -> dict:
     """One fresh server: seconds to ready, the first request, the same again; the worker's RSS then."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    with open(log_path, "ab") as log:
-        spawned = time.time()
-        process = subprocess.Popen([sys.executable, "-m", "nst_jax", "serve", "--port", str(port)],
-                                   cwd=common.REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            ready = wait_ready(url, process, timeout) - spawned
-            first = post(url, body, timeout)
-            warm = post(url, body, timeout)
-            rss = worker_rss_mb(process.pid)
-        finally:
-            process.terminate()
-            process.wait(60)
-    return {"ready_s": ready, "first_s": first, "warm_s": warm, "total_s": ready + first, "rss_mb": rss}
+    with LiveServer(log_path, env, timeout=timeout) as server:
+        first = post(server.url, body, timeout)
+        warm = post(server.url, body, timeout)
+        rss = rss_mb(server.worker_pid())
+    return {"ready_s": server.ready_s, "first_s": first, "warm_s": warm, "total_s": server.ready_s + first,
+            "rss_mb": rss}
 
 
 def mode_env(mode: str, cache: Path, empty: Path, size: int, weights: Path | None) -> dict:
     """The server's environment in `mode`: its cache folder, and NEURASTYLE_WARMUP in "warmup"."""
     env = {k: v for k, v in os.environ.items() if k not in ("NEURASTYLE_WARMUP", "NEURASTYLE_COMPILATION_CACHE")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(common.REPO_ROOT), env.get("PYTHONPATH")]))
     env["NEURASTYLE_COMPILATION_CACHE"] = str(empty if mode == "empty" else cache)
     if mode == "warmup":
         env["NEURASTYLE_WARMUP"] = str(size)
@@ -158,7 +103,8 @@ def main(argv=None) -> dict:
             warm = [sys.executable, "-m", "nst_jax", "warmup", "--size", str(args.size)]
             warm += ["--weights", str(args.weights)] if args.weights else []
             warm += ["--aspect", args.aspect] if args.aspect else []
-            subprocess.run(warm, check=True, cwd=common.REPO_ROOT, env=mode_env("cache", cache, cache, args.size, None))
+            subprocess.run(warm, check=True, cwd=common.REPO_ROOT,
+                           env=with_checkout(mode_env("cache", cache, cache, args.size, None)))
             out["warmup_s"] = time.time() - start
             print(f"nst-jax warmup --size {args.size}: {out['warmup_s']:.1f} s", file=sys.stderr, flush=True)
         runs = {mode: [] for mode in args.modes}

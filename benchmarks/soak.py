@@ -17,16 +17,13 @@ is a test of this server, not of a network.
 from __future__ import annotations
 
 import argparse
-import base64
 import http.client
-import io
 import itertools
 import json
 import math
 import os
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,69 +33,14 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness import LiveServer, b64, decode_png, encode, png, rss_mb
 
 
 def png_b64(seed: int, side: int = 40) -> str:
-    pixels = np.random.default_rng(seed).integers(0, 256, (side, side, 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-class Server:
-    """`nst-jax serve` in a child process on a free loopback port."""
-
-    def __init__(self, env: dict[str, str], log_path: Path):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        child_env = {**os.environ, **env,
-                     "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-        self.log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nst_jax", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT, env=child_env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SystemExit(f"server exited with {self.process.returncode}; see {log_path}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise SystemExit(f"server not ready after 180 s; see {log_path}")
-
-    def worker_pid(self) -> int:
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        return int(children[0])
-
-    def stop(self) -> int:
-        self.process.terminate()
-        try:
-            code = self.process.wait(60)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        self.log.close()
-        return code
+    """Base64 of a `side` x `side` PNG of noise: `seed` makes requests that differ in content."""
+    return b64(png(size=(side, side), seed=seed))
 
 
 class Stats:
@@ -133,7 +75,7 @@ def check_answer(status: int, headers, data: bytes, stream: bool) -> str | None:
                 image = last["image"]
             else:
                 image = json.loads(data)["image"]
-            Image.open(io.BytesIO(base64.b64decode(image))).load()
+            decode_png(image)
             return None
         if status in (429, 503):
             if not headers.get("Retry-After"):
@@ -189,18 +131,6 @@ def stylize_body(content: str, styles: list[str]) -> bytes:
     return json.dumps({"content_image": content, "style_images": styles, "options": {"size": 32, "steps": 1}}).encode()
 
 
-def flat_png_b64(side: int) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), (200, 60, 30)).save(buf, "PNG")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def ppm_b64() -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (40, 40), (10, 120, 200)).save(buf, "PPM")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 def trickled(data: bytes, every_s: float, stop: threading.Event):
     """`data`, then a space every `every_s` seconds until `stop`: a body that never ends."""
     yield data
@@ -218,12 +148,13 @@ def repeated(data: bytes, times: int, stop: threading.Event):
 def hostile_requests() -> dict:
     """kind -> (sender(stop) -> byte strings to send, the statuses that are a right answer,
     or None for a client that leaves without waiting for one)."""
-    bomb = flat_png_b64(6000)  # 36 Mpx in a few kB; nine of them are over a request's budget
+    bomb = b64(png(size=(6000, 6000)))  # 36 Mpx in a few kB; nine of them are over a request's budget
     ok = stylize_body(png_b64(1), [png_b64(2)])
+    ppm = b64(encode(Image.new("RGB", (40, 40), (10, 120, 200)), "PPM"))
     bodies = {
         "malformed json": b'{"a": [1,',
         "image bomb": stylize_body(bomb, [bomb] * 8),
-        "unsupported format": stylize_body(ppm_b64(), [png_b64(3)]),
+        "unsupported format": stylize_body(ppm, [png_b64(3)]),
         "huge number": ok.replace(b'"steps": 1', b'"steps": 1, "lr": 1' + b"0" * 400),
     }
 
@@ -335,7 +266,7 @@ def main() -> int:
         if args.weights:
             env["NEURASTYLE_WEIGHTS"] = args.weights
         log_path = Path(tempfile.mkdtemp(prefix="neurastyle-soak-")) / "server.log"
-        server = Server(env, log_path)
+        server = LiveServer(log_path, {**os.environ, **env})
         url, pid = server.url, server.worker_pid()
         print(f"server {url} (worker pid {pid}, log {log_path})", flush=True)
 

@@ -1,10 +1,13 @@
-"""Shared fixtures: a small random-weights file, the HTTP function in-process, and a real server.
+"""Shared fixtures: a small random-weights file and a model of such weights, the HTTP function
+in-process, and a real server.
 
 Random VGG16 weights make bad art but run every real code path, need no download and
 keep the tests hermetic. Functions that need the weights ask for `weights_env`
 (which points NEURASTYLE_WEIGHTS at them for one test) or start their own server.
 The HTTP function is loaded once per session; a test serves it with its own `Settings`
-(`function(max_queue=1, ...)`), not by reloading it. Helpers of the serving tests: helpers.py.
+(`function(max_queue=1, ...)`), not by reloading it. Helpers of the serving tests: helpers.py;
+the real server (`LiveServer`) and the PNG/Base64 helpers: benchmarks/harness.py, which the
+benchmarks share.
 """
 
 from __future__ import annotations
@@ -12,28 +15,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
-import socket
-import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.harness import REPO_ROOT, LiveServer
+
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
 
 
 LIBRARY_ENV = ("NEURASTYLE_WEIGHTS", "NEURASTYLE_WEIGHTS_DIR", "NEURASTYLE_COMPILATION_CACHE", "NEURASTYLE_PRECISION")
 
 
-def server_env(environ) -> dict[str, str]:
-    """`environ` without the HTTP function's settings (so a test server has the defaults)."""
-    return {k: v for k, v in environ.items()
-            if not (k.startswith("NEURASTYLE_") and k not in LIBRARY_ENV) and k != "THREADS"}
+def server_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's `LiveServer`: this process's without the HTTP function's
+    settings (so the server has the defaults), then `overrides`."""
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("NEURASTYLE_") and k not in LIBRARY_ENV) and k != "THREADS"}
+    return {**env, **(overrides or {})}
 
 
 def random_weights(arch: str = "vgg16", seed: int = 0):
@@ -81,6 +82,14 @@ def weights_env(monkeypatch, random_weights_path) -> Path:
     """NEURASTYLE_WEIGHTS -> the random weights, for this test only."""
     monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(random_weights_path))
     return random_weights_path
+
+
+@pytest.fixture(scope="session")
+def model():
+    """The feature extractor of random VGG16 weights (seed 1), built once for the session."""
+    from nst_jax import model as model_lib
+
+    return model_lib.from_weights(random_weights("vgg16", seed=1))
 
 
 @pytest.fixture(scope="session")
@@ -137,80 +146,12 @@ def client(function):
     return function()[0]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class LiveServer:
-    """`nst-jax serve` (gunicorn + functions-framework, functions/server.py) in a child process.
-    With `expect_ready=False` any answer of /healthz will do (e.g. 503 without weights)."""
-
-    def __init__(self, log_path: Path, env: dict[str, str] | None = None, timeout: float = 180.0,
-                 expect_ready: bool = True):
-        self.expect_ready = expect_ready
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        child_env = server_env(os.environ)
-        child_env.update(env or {})
-        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), child_env.get("PYTHONPATH")]))
-        self._log = open(log_path, "wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "nst_jax", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=REPO_ROOT, env=child_env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        self._wait_ready(timeout)
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stop()
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=5) as r:
-                    if r.status == 200:
-                        return
-            except urllib.error.HTTPError:
-                if not self.expect_ready:
-                    return
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"server not ready after {timeout} s:\n{self.log()}")
-
-    def worker_pid(self) -> int:
-        """The gunicorn worker process (the one that holds the model and answers requests)."""
-        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
-        if len(children) != 1:
-            raise RuntimeError(f"expected one gunicorn worker, found {children}")
-        return int(children[0])
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self._log.close()
-
-
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory, random_weights_path):
     """A real server on a free localhost port with the random weights, shared by the session."""
     log_path = tmp_path_factory.mktemp("server") / "server.log"
-    server = LiveServer(log_path, env={"NEURASTYLE_WEIGHTS": str(random_weights_path)})
-    yield server
-    server.stop()
+    with LiveServer(log_path, server_env({"NEURASTYLE_WEIGHTS": str(random_weights_path)})) as server:
+        yield server
 
 
 def reference_preprocess(weights, rgb):

@@ -1,42 +1,21 @@
 """Helpers of the serving tests (HTTP, reliability, fuzz, live servers): request bodies, answer
-checks, fake batch runners, and waiting for threads."""
+checks, fake batch runners, and waiting for threads. The PNG/Base64 helpers are those of
+benchmarks/harness.py (shared with the benchmarks), imported from here too."""
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import dataclasses
-import io
 import json
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
+from benchmarks.harness import b64, decode_png, encode, png  # noqa: F401  (decode_png, encode: for the tests)
 from nst_jax import Progress
 
 SMALL = {"size": 32, "steps": 1}  # every square image below works at 32x32: one compiled shape
-
-
-def png(color=(200, 60, 30), size=(40, 40), mode="RGB", seed: int | None = None) -> bytes:
-    """A PNG of one colour, or of noise (`seed`): requests that differ in content, not shape."""
-    if seed is None:
-        image = Image.new(mode, size, color)
-    else:
-        image = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (*size[::-1], 3), dtype=np.uint8))
-    return encode(image, "PNG")
-
-
-def encode(image: Image.Image, fmt: str, **params) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **params)
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
 
 
 CONTENT = b64(png())
@@ -62,13 +41,6 @@ def assert_error(response, status: int, code: str) -> dict:
     return error
 
 
-def decode_png(b64_png: str) -> Image.Image:
-    image = Image.open(io.BytesIO(base64.b64decode(b64_png)))
-    assert image.format == "PNG"
-    image.load()
-    return image
-
-
 def ndjson(response) -> list[dict]:
     return [json.loads(line) for line in response.get_data(as_text=True).splitlines() if line.strip()]
 
@@ -86,13 +58,6 @@ def in_threads(n: int, call) -> list[concurrent.futures.Future]:
     futures = [pool.submit(call) for _ in range(n)]
     pool.shutdown(wait=False)
     return futures
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 # --- fake batch runners --------------------------------------------------------------------

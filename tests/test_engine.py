@@ -8,15 +8,10 @@ from conftest import gradient_image, random_weights, reference_preprocess
 
 import jax
 import nst_jax
-from nst_jax import color, losses, model as model_lib, optim, shapes, transfer
+from nst_jax import color, losses, optim, shapes, transfer
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import RECIPES, Limits, Options
 from nst_jax.vgg import VGG, layer_names
-
-
-@pytest.fixture(scope="module")
-def model():
-    return model_lib.from_weights(random_weights("vgg16", seed=1))
 
 
 def test_layer_names_follow_keras():

@@ -5,18 +5,12 @@ from __future__ import annotations
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import gradient_image, random_weights
+from conftest import gradient_image
 
 import nst_jax
 from nst_jax import images, optim, transfer
-from nst_jax import model as model_lib
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import Options
-
-
-@pytest.fixture(scope="module")
-def model():
-    return model_lib.from_weights(random_weights("vgg16", seed=1))
 
 
 @pytest.fixture(scope="module")

@@ -3,10 +3,8 @@
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import http.client
-import io
 import json
 import signal
 import socket
@@ -14,9 +12,10 @@ import threading
 import time
 
 import pytest
-from conftest import LiveServer
-from helpers import b64, body, decode_png, png, rss_mb, wait_for
-from PIL import Image
+from conftest import server_env
+from helpers import b64, body, decode_png, png, wait_for
+
+from benchmarks.harness import LiveServer, rss_mb
 
 
 @pytest.mark.slow
@@ -72,7 +71,7 @@ def test_a_server_without_usable_weights_keeps_running_and_says_why(tmp_path, ra
     if fault == "truncated":
         data = random_weights_path.read_bytes()
         weights.write_bytes(data[: len(data) // 2])
-    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(weights)}, expect_ready=False)
+    server = LiveServer(tmp_path / "server.log", server_env({"NEURASTYLE_WEIGHTS": str(weights)}), expect_ready=False)
     try:
         for _ in range(2):  # and again: the failure is not cached into a crash
             health = requests.get(server.url + "/healthz", timeout=30)
@@ -94,11 +93,10 @@ def test_a_server_without_usable_weights_keeps_running_and_says_why(tmp_path, ra
 @pytest.fixture(scope="module")
 def small_queue_server(tmp_path_factory, random_weights_path):
     """A real server: one job at a time, two more in line."""
-    server = LiveServer(tmp_path_factory.mktemp("load") / "server.log",
-                        env={"NEURASTYLE_WEIGHTS": str(random_weights_path),
-                             "NEURASTYLE_MAX_CONCURRENT": "1", "NEURASTYLE_MAX_QUEUE": "2"})
-    yield server
-    server.stop()
+    with LiveServer(tmp_path_factory.mktemp("load") / "server.log",
+                    server_env({"NEURASTYLE_WEIGHTS": str(random_weights_path),
+                                "NEURASTYLE_MAX_CONCURRENT": "1", "NEURASTYLE_MAX_QUEUE": "2"})) as server:
+        yield server
 
 
 @pytest.mark.slow
@@ -121,7 +119,7 @@ def test_under_load_every_request_is_answered(small_queue_server):
                         image = last["image"]
                     else:
                         image = r.json()["image"]
-                    Image.open(io.BytesIO(base64.b64decode(image))).load()
+                    decode_png(image)
                     outcomes.append((200, ""))
                 else:
                     assert r.status_code == 429, r.text
@@ -168,8 +166,8 @@ def test_memory_stays_flat_over_many_requests(small_queue_server):
 def test_sigterm_lets_running_requests_finish_and_refuses_new_ones(tmp_path, random_weights_path):
     import requests
 
-    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(random_weights_path),
-                                                      "NEURASTYLE_DRAIN_S": "120"})
+    server = LiveServer(tmp_path / "server.log", server_env({"NEURASTYLE_WEIGHTS": str(random_weights_path),
+                                                             "NEURASTYLE_DRAIN_S": "120"}))
     try:
         pool = concurrent.futures.ThreadPoolExecutor(2)
         slow = pool.submit(requests.post, server.url + "/stylize", json=body(size=64, steps=80), timeout=300)
@@ -258,8 +256,8 @@ def trickle(socks: list[socket.socket], stop: threading.Event, every_s: float = 
 def test_slow_bodies_hold_no_place_in_line_and_are_cut_off(tmp_path, random_weights_path):
     import requests
 
-    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(random_weights_path),
-                                                      "NEURASTYLE_BODY_TIMEOUT_S": "6"})
+    server = LiveServer(tmp_path / "server.log", server_env({"NEURASTYLE_WEIGHTS": str(random_weights_path),
+                                                             "NEURASTYLE_BODY_TIMEOUT_S": "6"}))
     slow = [slow_upload(server.port) for _ in range(12)]
     stop = threading.Event()
     sender = threading.Thread(target=trickle, args=(list(slow), stop), daemon=True)
@@ -311,7 +309,7 @@ def test_memory_is_bounded_per_request_not_per_image(tmp_path, random_weights_pa
     whole took it up by gigabytes)."""
     import requests
 
-    server = LiveServer(tmp_path / "server.log", env={"NEURASTYLE_WEIGHTS": str(random_weights_path)})
+    server = LiveServer(tmp_path / "server.log", server_env({"NEURASTYLE_WEIGHTS": str(random_weights_path)}))
     try:
         requests.post(server.url + "/stylize", json=body(), timeout=120).raise_for_status()  # compile first
         flat = b64(png(size=(3000, 3000)))

@@ -5,18 +5,15 @@ servers: test_live_server.py."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
-import io
 import json
 import socket
 import threading
 import time
 
 import numpy as np
-from helpers import (FakeStylize, assert_error, b64, body, hold_the_slot, in_threads, lockstep, ndjson, per_job, png,
-                     queue_up, wait_for)
-from PIL import Image
+from helpers import (FakeStylize, assert_error, b64, body, decode_png, hold_the_slot, in_threads, lockstep, ndjson,
+                     per_job, png, queue_up, wait_for)
 
 from functions.serving import out_of_memory
 from nst_jax import errors
@@ -80,7 +77,7 @@ def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(f
         assert r.status_code == 200, r.data
         out = r.get_json()
         assert (out["width"], out["height"]) == (width, height) and out["steps"] == 2
-        image = Image.open(io.BytesIO(base64.b64decode(out["image"])))
+        image = decode_png(out["image"])
         assert image.size == (width, height)
     for outcome, (width, height) in zip(spy.outcomes[1], expected):
         assert isinstance(outcome, np.ndarray) and outcome.shape == (height, width, 3)
