@@ -161,8 +161,9 @@ class Stylization:
             raise stop
         if self.events is None:
             return
-        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
-                 "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
+        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale, "scales": p.scales,
+                 "shape": list(p.shape), "elapsed": round(p.elapsed, 3),
+                 "loss": p.loss if math.isfinite(p.loss) else None}
         now = time.monotonic()
         if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
             self.last_preview = now
