@@ -140,6 +140,8 @@ def run_stylize(args) -> None:
 def run_remote(args) -> None:
     """`stylize --server URL`: the same request sent to a deployed function. Only the options
     given on the command line are sent (and the recipe where one is named)."""
+    from tqdm import tqdm
+
     from nst_jax import client, images
 
     if args.weights:
@@ -156,8 +158,8 @@ def run_remote(args) -> None:
         except OSError as e:
             raise NSTError(f"cannot read {path}: {e.strerror}") from None
 
-    def on_retry(error, wait_s, attempt):
-        print(f"nst-jax: {error}; trying again in {wait_s:g} s ({attempt}/{client.MAX_RETRIES})", file=sys.stderr)
+    def on_retry(error, wait_s, attempt):  # above the progress bar
+        tqdm.write(f"nst-jax: {error}; trying again in {wait_s:g} s ({attempt}/{client.MAX_RETRIES})", file=sys.stderr)
 
     with progress_bar() as on_progress:
         result = client.stylize(args.server, read(args.content), [read(p) for p in args.styles], args.style_preset,

@@ -52,7 +52,8 @@ class SlotHolder:
                 break
             time.sleep(0.2)
         assert self.response.status_code == 200
-        assert json.loads(next(self.response.iter_lines()))["type"] == "progress"  # running: the place is taken
+        self.lines = self.response.iter_lines()  # kept: a dropped generator closes the connection
+        assert json.loads(next(self.lines))["type"] == "progress"  # running: the place is taken
 
     def release(self) -> None:
         self.response.close()
