@@ -35,10 +35,6 @@ class Drain:
         if self._deadline is None:
             self._deadline = time.monotonic() + seconds
 
-    def end(self) -> None:
-        """Take work again (for tests; a real server exits after draining)."""
-        self._deadline = None
-
     @property
     def draining(self) -> bool:
         return self._deadline is not None
@@ -197,15 +193,6 @@ class Admission:
             return {"running": self._running, "running_jobs": self._running_jobs, "waiting": len(self._line),
                     "max_running": self.max_running, "max_waiting": self.max_waiting,
                     "max_batch": self.max_batch}
-
-    def admitted(self) -> int:
-        with self._cond:
-            return self._admitted
-
-    def waiting_jobs(self) -> list:
-        """The jobs in line, first first."""
-        with self._cond:
-            return [t.job for t in self._line]
 
     def _retry_after(self) -> int:
         rounds = self._admitted / self.max_running  # jobs ahead, per slot (as if none were batched)

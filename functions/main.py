@@ -7,7 +7,8 @@ the serving machinery and back. functions-framework sends every path here:
   GET  /, GET /<file>         the web page, files of web/ only
   OPTIONS *                   CORS preflight
 
-Every failure is JSON ``{"error": {"code", "message"}}`` with the status of STATUS (else 400).
+Every failure is JSON ``{"error": {"code", "message"}}`` with its code's status (`http_errors.py`),
+and every request gets one log line when its answer is closed (`requestlog.py`, `log_request`).
 Parsing is `parsing.py`'s; a request's life (deadline, batch, stream) `serving.py`'s, its
 place in line `admission.py`'s, its socket `connection.py`'s; the settings (environment, read
 once when loaded) `settings.py`'s; `nst-jax serve` is `server.py`.
@@ -16,41 +17,23 @@ once when loaded) `settings.py`'s; `nst-jax serve` is `server.py`.
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
-from functions import connection, parsing, serving
+from functions import connection, http_errors, parsing, requestlog, serving
 from nst_jax import errors
 
 SERVICE = serving.process_service()  # tests put their own in its place
 
-STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
-    "not_found": 404,
-    "method_not_allowed": 405,
-    "request_timeout": 408,
-    "body_too_large": 413,
-    "image_too_large": 413,
-    "unsupported_media_type": 415,
-    "busy": 429,
-    "weights_unavailable": 503,
-    "out_of_memory": 503,
-    "shutting_down": 503,
-    "deadline_exceeded": 504,
-    "client_closed": 499,  # nobody reads it: the client left
-    "internal": 500,
-}
-
-
-class MethodNotAllowed(errors.NSTError):
-    def __init__(self, method: str, allow: str):
-        super().__init__(f"{method} is not allowed here; use {allow}", "method_not_allowed")
-        self.allow = allow
-
-
-BODY_READ = "neurastyle.body_read"  # environ key: the body was read (by `stylize`)
+# environ keys: what a request's log line says
+STARTED = "neurastyle.started"  # time.perf_counter() when the request came in
+BODY_READ = "neurastyle.body_read"  # bytes of the body read (by `stylize`), where it was read
+ERROR = "neurastyle.error"  # the code of the error it was answered with
+WORK = "neurastyle.work"  # its `serving.Work`, where it stylized
 
 
 @functions_framework.http
@@ -61,8 +44,8 @@ def neurastyle(request: flask.Request) -> flask.Response:
         response = error_response(e)
     except Exception:
         serving.log.exception("internal error on %s %s", request.method, request.path)
-        response = error_response(errors.NSTError("internal error", "internal"))
-    if not request.environ.get(BODY_READ):
+        response = error_response(http_errors.internal())
+    if BODY_READ not in request.environ:
         response = without_reading_the_body(response, request)
     return with_headers(response, request.headers.get("Origin"))
 
@@ -79,6 +62,8 @@ def route(request: flask.Request) -> flask.Response:
     if path == "healthz":
         require(method, "GET, HEAD")
         body, status = SERVICE.health()
+        if "error" in body:
+            request.environ[ERROR] = body["error"]["code"]
         return json_response(body, status)
     if path == "config":
         require(method, "GET, HEAD")
@@ -92,7 +77,7 @@ def route(request: flask.Request) -> flask.Response:
 
 def require(method: str, allowed: str) -> None:
     if method not in allowed.split(", "):
-        raise MethodNotAllowed(method, allowed)
+        raise http_errors.MethodNotAllowed(method, allowed)
 
 
 def stylize(request: flask.Request) -> flask.Response:
@@ -100,11 +85,13 @@ def stylize(request: flask.Request) -> flask.Response:
     deadline = SERVICE.deadline()  # time spent waiting in line counts
     connection = request.environ.get("gunicorn.socket")  # for read timeouts and to see the client leave
     body = SERVICE.read_body(request.stream, request.content_length, connection)
-    request.environ[BODY_READ] = True
+    request.environ[BODY_READ] = len(body)
     ticket = SERVICE.admission.admit()  # 429 at once when the line is full
     try:
         parsed = SERVICE.parse(body)
-        stylization = SERVICE.start(parsed, ticket, deadline, connection)
+        stylization = SERVICE.stylization(parsed, ticket, deadline, connection)
+        request.environ[WORK] = stylization.work
+        SERVICE.wait_turn(stylization)
     except BaseException:
         SERVICE.admission.release(ticket)
         raise
@@ -137,11 +124,9 @@ def json_response(body: dict, status: int = 200) -> flask.Response:
 
 
 def error_response(e: errors.NSTError) -> flask.Response:
-    response = json_response({"error": {"code": e.code, "message": str(e)}}, STATUS.get(e.code, 400))
-    if getattr(e, "allow", None):
-        response.headers["Allow"] = e.allow
-    if getattr(e, "retry_after", None):
-        response.headers["Retry-After"] = str(e.retry_after)
+    flask.request.environ[ERROR] = e.code
+    response = json_response(http_errors.body(e), http_errors.status(e.code))
+    response.headers.update(http_errors.headers(e))
     return response
 
 
@@ -193,9 +178,8 @@ def security_headers(cors_origins: tuple[str, ...]) -> dict[str, str]:
 def flask_answer(e: HTTPException) -> flask.Response:
     """Answers Flask gives without calling the function: paths its router does not match
     (a newline in the path, /robots.txt, /favicon.ico). JSON errors like the function's."""
-    code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(e.code, "invalid_request")
     message = f"no such path: {flask.request.path}" if e.code == 404 else e.description
-    return with_headers(json_response({"error": {"code": code, "message": message}}, e.code or 400),
+    return with_headers(error_response(http_errors.from_status(e.code or 400, message)),
                         flask.request.headers.get("Origin"))
 
 
@@ -205,6 +189,49 @@ def flask_headers(response: flask.Response) -> flask.Response:
     return response
 
 
+# --- the request's log line ------------------------------------------------------------
+
+def request_started() -> None:
+    flask.request.environ[STARTED] = time.perf_counter()
+
+
+def log_when_closed(response: flask.Response) -> flask.Response:
+    """Write the request's log line once its answer is closed (sent, or the client left): a
+    streamed answer's when its stream ends. Every answer Flask gives comes here, the
+    function's and Flask's own."""
+    request = flask.request
+    environ = request.environ
+    started = environ.get(STARTED, time.perf_counter())
+    request_size = environ.get(BODY_READ, request.content_length)
+    head = dict(method=request.method, url=request.url, status=response.status_code,
+                user_agent=request.headers.get("User-Agent"), remote_ip=client_address(request))
+    trace = requestlog.trace(request.headers)
+    counted = None
+    if response.is_streamed and "Content-Length" not in response.headers:
+        counted = response.response = requestlog.CountedBody(response.response)
+
+    def log_line():
+        work = environ.get(WORK)
+        error = environ.get(ERROR) or (work.error if work else None)
+        response_size = counted.sent if counted else response.content_length
+        requestlog.log_request(
+            requestlog.http_request(latency_s=time.perf_counter() - started, request_size=request_size,
+                                    response_size=response_size, **head),
+            trace, error, http_errors.status(error) if error else None, work.fields() if work else None)
+
+    response.call_on_close(log_line)
+    return response
+
+
+def client_address(request: flask.Request) -> str | None:
+    """The client's address: the last X-Forwarded-For entry, the one the platform's own front
+    end added (earlier entries are the client's to write), else the connection's peer."""
+    forwarded = [a.strip() for a in request.headers.get("X-Forwarded-For", "").split(",") if a.strip()]
+    return forwarded[-1] if forwarded else request.remote_addr
+
+
 if flask.has_app_context():  # functions-framework runs this file inside its Flask app's context
     flask.current_app.register_error_handler(HTTPException, flask_answer)
+    flask.current_app.before_request(request_started)
     flask.current_app.after_request(flask_headers)
+    flask.current_app.after_request(log_when_closed)

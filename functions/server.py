@@ -10,33 +10,47 @@ concurrent requests), with these changes:
 * gunicorn's own grace period covers the drain;
 * the request line is capped (`MAX_REQUEST_LINE`; functions-framework lifts gunicorn's cap,
   and parsing a long line costs more than its length), and gunicorn's own refusals of
-  malformed heads are JSON errors like the function's.
+  malformed heads are JSON errors like the function's, with their log line.
+
+The gunicorn application is this module's own (`Application`, as functions-framework's
+private one is made), with functions-framework's settings where these say nothing.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import threading
 import time
 from pathlib import Path
 
+from functions import http_errors, requestlog
 from functions.serving import Service, process_service
+from nst_jax.errors import NSTError
 
 TARGET = "neurastyle"
 MAX_REQUEST_LINE = 8190  # bytes: gunicorn's largest cap, room for any URL the page or a client makes
 
 
-def head_refusal(exc: Exception) -> tuple[int, str, str, str] | None:
-    """(status, reason, code, message) of gunicorn's refusal of a request head that is too
-    large, or None for the errors gunicorn answers itself."""
+def head_refusal(exc: Exception) -> NSTError | None:
+    """The error of gunicorn's refusal of a request head that is too large, or None for the
+    errors gunicorn answers itself."""
     from gunicorn.http.errors import LimitRequestHeaders, LimitRequestLine
 
     if isinstance(exc, LimitRequestLine):
-        return 414, "URI Too Long", "uri_too_long", f"the request line is over {MAX_REQUEST_LINE} bytes"
+        return NSTError(f"the request line is over {MAX_REQUEST_LINE} bytes", "uri_too_long")
     if isinstance(exc, LimitRequestHeaders):
-        return 431, "Request Header Fields Too Large", "headers_too_large", "the request's headers are too large"
+        return NSTError("the request's headers are too large", "headers_too_large")
     return None
+
+
+def refusal_bytes(e: NSTError) -> bytes:
+    """A whole HTTP answer of error `e`, for a request gunicorn could not parse."""
+    body = json.dumps(http_errors.body(e)).encode()
+    head = (f"HTTP/1.1 {http_errors.status(e.code)} {http_errors.reason(e.code)}\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    return head + body
 
 
 def draining_worker(service: Service):
@@ -65,15 +79,18 @@ def draining_worker(service: Service):
             refusal = head_refusal(exc)
             if refusal is None:
                 return super().handle_error(req, client, addr, exc)
-            status, reason, code, message = refusal
-            self.log.warning("refused a request head: %s", message)
-            body = json.dumps({"error": {"code": code, "message": message}}).encode()
-            head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+            answer = refusal_bytes(refusal)
             try:
-                util.write_nonblock(client, head + body)
+                util.write_nonblock(client, answer)
             except OSError:
                 pass  # the client is gone
+            # Its line: no URL or headers, which were not read whole (the latency is unknown: 0).
+            requestlog.log_request(
+                requestlog.http_request(method=getattr(req, "method", None) or "-", url=None,
+                                        status=http_errors.status(refusal.code), latency_s=0.0, request_size=None,
+                                        response_size=len(answer), user_agent=None,
+                                        remote_ip=addr[0] if isinstance(addr, tuple) else None),
+                {}, refusal.code, http_errors.status(refusal.code))
 
         def handle_exit(self, sig, frame):
             if not service.drain.draining:
@@ -91,14 +108,35 @@ def draining_worker(service: Service):
     return DrainingWorker
 
 
+def application(app, options: dict):
+    """A gunicorn application serving the WSGI `app` with gunicorn settings `options`."""
+    from gunicorn.app.base import BaseApplication
+
+    class Application(BaseApplication):
+        def load_config(self):
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return app
+
+    return Application()
+
+
 def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
     """Serve the function and its web page at http://host:port/ until interrupted."""
     import functions_framework
-    from functions_framework._http import create_server  # what `functions-framework` itself uses
 
     service = process_service()
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
-    create_server(app, False, threads=service.settings.server_threads(), worker_class=draining_worker(service),
-                  graceful_timeout=math.ceil(service.settings.drain_s) + 5,
-                  limit_request_line=MAX_REQUEST_LINE).run(host, port)
+    application(app, {
+        "bind": f"{host}:{port}",
+        "workers": int(os.environ.get("WORKERS", 1)),  # keep 1: each process loads its own model
+        "threads": service.settings.server_threads(),
+        "worker_class": draining_worker(service),
+        "timeout": int(os.environ.get("CLOUD_RUN_TIMEOUT_SECONDS", 0)),  # as functions-framework: 0, none
+        "graceful_timeout": math.ceil(service.settings.drain_s) + 5,
+        "limit_request_line": MAX_REQUEST_LINE,
+        "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "error"),
+    }).run()

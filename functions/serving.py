@@ -6,21 +6,26 @@ requests are served with (settings, admission, drain state, built-in styles, the
 from __future__ import annotations
 
 import base64
+import dataclasses
 import functools
 import json
 import logging
 import math
+import os
 import queue
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 
+from jax import monitoring
+
 from nst_jax import Options, Progress, errors, images, load_model
 from nst_jax.model import enable_compilation_cache
 from nst_jax.transfer import Job, batch_key, stylize_batch
 from nst_jax.warmup import InBackground
 
+from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
 from functions.connection import peer_closed, read_body
 from functions.parsing import StylizeRequest, parse_stylize
@@ -32,8 +37,8 @@ PREVIEW_INTERVAL_S = 0.5  # at most this often
 DECODERS = 2  # requests decoding their images at once
 
 log = logging.getLogger("neurastyle")
-log.setLevel(logging.INFO)
-logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")  # stderr, unless logging is set up already
+COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                  "/jax/core/compile/backend_compile_duration")  # JAX's own timings of tracing, lowering, compiling
 
 
 def out_of_memory(e: BaseException) -> bool:
@@ -43,6 +48,55 @@ def out_of_memory(e: BaseException) -> bool:
     if type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
         return False
     return "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()
+
+
+# --- what a request did, for its log line ------------------------------------------------
+
+@dataclasses.dataclass
+class Work:
+    """What one stylize request did, for its log line: `size` (px), `scales` and `steps` run (as
+    its last progress report said), `batch` (requests run together), `queued_s` (waiting for a
+    slot), `compile_s` (JAX tracing and compiling in its batch's thread, cache loads included),
+    `device`, whether a deadline or a time budget cut it; `error`, the code it ended with, is
+    the log line's own field."""
+
+    size: int
+    device: str
+    scales: int | None = None
+    steps: int = 0
+    batch: int | None = None
+    queued_s: float | None = None
+    compile_s: float | None = None
+    error: str | None = None
+    budget_cut: bool = False
+
+    def fields(self) -> dict:
+        d = dataclasses.asdict(self)
+        del d["error"]
+        d["deadline_cut"] = self.error == "deadline_exceeded"
+        for key in ("queued_s", "compile_s"):
+            d[key] = None if d[key] is None else round(d[key], 3)
+        return d
+
+
+class CompileClock:
+    """Seconds JAX spent tracing and compiling in the current thread, from JAX's own monitoring
+    events (a listener registered once per process): a batch runs in one thread, so what
+    compiled while it ran is its."""
+
+    _local = threading.local()
+
+    @classmethod
+    @functools.cache
+    def listen(cls) -> None:
+        def on_event(event: str, seconds: float, **_) -> None:
+            if event in COMPILE_EVENTS:
+                cls._local.seconds = cls.seconds() + seconds
+        monitoring.register_event_duration_secs_listener(on_event)
+
+    @classmethod
+    def seconds(cls) -> float:
+        return getattr(cls._local, "seconds", 0.0)
 
 
 # --- one stylization ------------------------------------------------------------------
@@ -65,7 +119,7 @@ class Stylization:
                  connection: socket.socket | None = None):
         self.service, self.request, self.model, self.ticket, self.deadline = service, request, model, ticket, deadline
         self.connection = connection  # the client's (gunicorn's socket), to notice that it left
-        self.steps = 0
+        self.work = Work(size=request.options.size, device=model.device)
         self.events: queue.Queue | None = queue.Queue() if request.stream else None  # NDJSON lines to send
         self.gone = threading.Event()  # the streamed answer was closed
         self.last_preview = -math.inf
@@ -95,20 +149,21 @@ class Stylization:
 
     def deadline_error(self) -> errors.NSTError:
         return errors.NSTError(f"the request ran past its deadline of {self.service.settings.deadline_s:g} s and "
-                               f"was stopped after {self.steps} steps; ask for fewer steps or a smaller size",
+                               f"was stopped after {self.work.steps} steps; ask for fewer steps or a smaller size",
                                "deadline_exceeded")
 
     def progress(self, p: Progress) -> None:
         """The work's progress callback; raising stops this request's work only."""
-        self.steps = p.step
+        self.work.steps, self.work.scales = p.step, p.scales
         stop = self.reason_to_stop()
         if stop is not None:
             self.service.admission.settle(self.ticket, stop)  # answered now, while a batch goes on
             raise stop
         if self.events is None:
             return
-        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale,
-                 "scales": p.scales, "loss": p.loss if math.isfinite(p.loss) else None}
+        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale, "scales": p.scales,
+                 "shape": list(p.shape), "elapsed": round(p.elapsed, 3),
+                 "loss": p.loss if math.isfinite(p.loss) else None}
         now = time.monotonic()
         if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
             self.last_preview = now
@@ -117,6 +172,16 @@ class Stylization:
 
     def result(self) -> dict:
         """Run (in a batch, maybe) and answer; the 200 body, or the NSTError to answer."""
+        try:
+            return self._result()
+        except errors.NSTError as e:
+            self.work.error = e.code
+            raise
+        except Exception:
+            self.work.error = "internal"
+            raise
+
+    def _result(self) -> dict:
         admission = self.service.admission
         start = time.perf_counter()
         try:
@@ -128,7 +193,7 @@ class Stylization:
         if isinstance(outcome, Stop):
             raise outcome.error from None
         if isinstance(outcome, errors.Cancelled):
-            log.info("client went away; stopped after %d of the steps", self.steps)
+            log.info("client went away; stopped after %d of the steps", self.work.steps)
             raise errors.NSTError("the client went away", "client_closed") from None
         if isinstance(outcome, BaseException):
             if not out_of_memory(outcome):
@@ -141,7 +206,7 @@ class Stylization:
             "image": base64.b64encode(images.encode(outcome, "PNG")).decode("ascii"),
             "width": int(outcome.shape[1]),
             "height": int(outcome.shape[0]),
-            "steps": self.steps,
+            "steps": self.work.steps,
             "elapsed_s": round(time.perf_counter() - start, 3),
             "weights": weights_info(self.model),
             "options": self.request.options.to_dict(),
@@ -157,10 +222,10 @@ class Stylization:
             try:
                 events.put({"type": "result", **self.result()})
             except errors.NSTError as e:
-                events.put({"type": "error", "error": {"code": e.code, "message": str(e)}})
+                events.put({"type": "error", **http_errors.body(e)})
             except Exception:
                 log.exception("internal error while stylizing")
-                events.put({"type": "error", "error": {"code": "internal", "message": "internal error"}})
+                events.put({"type": "error", **http_errors.body(http_errors.internal())})
 
         def lines():
             try:
@@ -244,19 +309,35 @@ class Service:
         """The time.monotonic() by which a request arriving now must be answered."""
         return time.monotonic() + self.settings.deadline_s
 
-    def start(self, request: StylizeRequest, ticket: Ticket, deadline: float,
-              connection: socket.socket | None = None) -> Stylization:
-        """Wait in line for `ticket`'s turn; the stylization, ready to answer. Where the client
-        closes `connection`, the work stops at its next progress report."""
-        stylization = Stylization(self, request, model(), ticket, deadline, connection)
-        self.admission.wait_turn(ticket, deadline, stylization, stylization.key())
-        return stylization
+    def stylization(self, request: StylizeRequest, ticket: Ticket, deadline: float,
+                    connection: socket.socket | None = None) -> Stylization:
+        """The stylization of an admitted request, not yet in line. Where the client closes
+        `connection`, its work stops at its next progress report."""
+        return Stylization(self, request, model(), ticket, deadline, connection)
+
+    def wait_turn(self, stylization: Stylization) -> None:
+        """Wait in line for the stylization's turn; then it is ready to answer."""
+        work, queued = stylization.work, time.perf_counter()
+        try:
+            self.admission.wait_turn(stylization.ticket, stylization.deadline, stylization, stylization.key())
+        except errors.NSTError as e:
+            work.error = e.code
+            raise
+        finally:
+            work.queued_s = time.perf_counter() - queued
+        work.batch = len(stylization.ticket.batch.tickets)
 
     def run_batch(self, stylizations: list[Stylization]) -> list:
         """Admission's batch runner: the requests' outcomes, an image or the exception that stopped one."""
         if len(stylizations) > 1:
             log.info("running %d requests as one batch", len(stylizations))
-        return self.run_jobs([s.job() for s in stylizations], stylizations[0].model)
+        CompileClock.listen()
+        compiled_before = CompileClock.seconds()
+        try:
+            return self.run_jobs([s.job() for s in stylizations], stylizations[0].model)
+        finally:
+            for s in stylizations:
+                s.work.compile_s = CompileClock.seconds() - compiled_before
 
     def health(self) -> tuple[dict, int]:
         """(`/healthz` body, status): 503 while shutting down, without usable weights, or while
@@ -270,7 +351,7 @@ class Service:
                 raise errors.NSTError("warming up: compiling the programs of sizes "
                                       + ", ".join(map(str, self.warmup.sizes)) + " px", "warming_up")
         except errors.NSTError as e:
-            return {"ready": False, "error": {"code": e.code, "message": str(e)}}, 503
+            return {"ready": False, **http_errors.body(e)}, 503
         return {"ready": True, "device": loaded.device, "weights": weights_info(loaded),
                 "load": self.admission.stats()}, 200
 
@@ -287,5 +368,7 @@ DRAIN = Drain()  # the process's: SIGTERM reaches the whole worker process
 
 @functools.cache
 def process_service() -> Service:
-    """The process's service, built once from the environment (main.py's and the server's)."""
+    """The process's service, built once from the environment (main.py's and the server's);
+    the process's log set up first."""
+    requestlog.configure(os.environ)
     return Service(Settings.from_env(), drain=DRAIN)

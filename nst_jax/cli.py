@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import sys
@@ -18,9 +19,12 @@ def _add_stylize(sub) -> None:
     p = sub.add_parser("stylize", help="repaint CONTENT in the style of STYLE(s)",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("content", type=Path)
-    p.add_argument("styles", type=Path, nargs="+", metavar="STYLE")
+    p.add_argument("styles", type=Path, nargs="*", metavar="STYLE", help="one or more (or --style-preset with --server)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+    p.add_argument("--server", metavar="URL", help="stylize on the NeuraStyle function at URL instead of here; "
+                                                    "the options given are sent, the server's defaults fill the rest")
+    p.add_argument("--style-preset", metavar="NAME", help="with --server: a built-in style of the server's")
     p.add_argument("--recipe", choices=tuple(RECIPES), default="default",
                    help="a named set of the options below; options given here override it")
     # Options left out keep the recipe's value (SUPPRESS: absent from the parsed arguments).
@@ -102,24 +106,67 @@ def stylize_options(args: argparse.Namespace) -> Options:
     return Options.from_mapping({"recipe": args.recipe, **values}, n_styles=len(args.styles))
 
 
-def run_stylize(args) -> None:
+@contextlib.contextmanager
+def progress_bar():
+    """Within: an `on_progress` callback that draws a tqdm bar of the steps."""
     from tqdm import tqdm
 
-    from nst_jax import images, load_model, stylize
-
-    options = stylize_options(args)
-    images.check_writable(args.output)
-    content = images.read(args.content)
-    styles = [images.read(p) for p in args.styles]
-    model = load_model(args.weights)
     with tqdm(unit="step", desc="stylize", dynamic_ncols=True) as bar:
         def on_progress(p):
             bar.total = p.total
             bar.set_postfix(scale=f"{p.scale + 1}/{p.scales} {p.shape[1]}x{p.shape[0]}", loss=f"{p.loss:.4g}")
             bar.update(p.step - bar.n)
+        yield on_progress
+
+
+def run_stylize(args) -> None:
+    from nst_jax import images, load_model, stylize
+
+    if args.server:
+        return run_remote(args)
+    if args.style_preset or not args.styles:
+        raise NSTError("give one or more STYLE images (--style-preset is for --server)")
+    options = stylize_options(args)
+    images.check_writable(args.output)
+    content = images.read(args.content)
+    styles = [images.read(p) for p in args.styles]
+    model = load_model(args.weights)
+    with progress_bar() as on_progress:
         result = stylize(content, styles, options, model=model, on_progress=on_progress)
     images.write(result, args.output)
     print(f"wrote {args.output} ({result.shape[1]}x{result.shape[0]})")
+
+
+def run_remote(args) -> None:
+    """`stylize --server URL`: the same request sent to a deployed function. Only the options
+    given on the command line are sent (and the recipe where one is named)."""
+    from tqdm import tqdm
+
+    from nst_jax import client, images
+
+    if args.weights:
+        raise NSTError("--weights is for local runs; the server uses its own")
+    fields = {f.name for f in dataclasses.fields(Options)}
+    options = {k: v for k, v in vars(args).items() if k in fields}
+    if args.recipe != "default":
+        options["recipe"] = args.recipe
+    images.check_writable(args.output)
+
+    def read(path: Path) -> bytes:
+        try:
+            return path.read_bytes()
+        except OSError as e:
+            raise NSTError(f"cannot read {path}: {e.strerror}") from None
+
+    def on_retry(error, wait_s, attempt):  # above the progress bar
+        tqdm.write(f"nst-jax: {error}; trying again in {wait_s:g} s ({attempt}/{client.MAX_RETRIES})", file=sys.stderr)
+
+    with progress_bar() as on_progress:
+        result = client.stylize(args.server, read(args.content), [read(p) for p in args.styles], args.style_preset,
+                                options, on_progress=on_progress, on_retry=on_retry)
+    images.write(result.image, args.output)
+    print(f"wrote {args.output} ({result.image.shape[1]}x{result.image.shape[0]}, {result.steps} steps "
+          f"in {result.elapsed_s:g} s on {args.server})")
 
 
 def run_weights(args) -> None:

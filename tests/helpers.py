@@ -53,6 +53,21 @@ def wait_for(condition, timeout: float = 30.0, what: str = "condition") -> None:
         time.sleep(0.02)
 
 
+def assert_every_place_free(admission) -> None:
+    """Every ticket was given back: all of `admission`'s places can be taken, and no more."""
+    from functions.admission import Refused
+
+    tickets = [admission.admit() for _ in range(admission.max_running + admission.max_waiting)]
+    try:
+        admission.admit()
+    except Refused:
+        pass
+    else:
+        raise AssertionError("admitted more tickets than there are places")
+    for t in tickets:
+        admission.release(t)
+
+
 def in_threads(n: int, call) -> list[concurrent.futures.Future]:
     pool = concurrent.futures.ThreadPoolExecutor(n)
     futures = [pool.submit(call) for _ in range(n)]

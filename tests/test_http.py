@@ -460,7 +460,8 @@ def test_config_tells_the_page_the_defaults_limits_and_presets(client):
     config = r.get_json()
     assert config["defaults"] == Options().to_dict()
     assert config["limits"] == {"min_size": 32, "max_size": 1024, "max_steps": 1000}
-    assert {p["name"] for p in config["style_presets"]} >= {"starry_night", "shipwreck"}
+    assert {p["name"] for p in config["style_presets"]} == {"starry_night", "shipwreck", "great_wave", "udnie",
+                                                            "water_lilies", "sakai_hoitsu_cherry"}
     assert_error(client.post("/config"), 405, "method_not_allowed")
 
 
@@ -472,6 +473,8 @@ def test_presets_are_described_and_their_images_served(client):
                                        "painter": "Vincent van Gogh", "year": 1889,
                                        "url": "/styles/starry_night.jpg"}
     assert presets["shipwreck"]["painter"] == "J. M. W. Turner" and presets["shipwreck"]["year"] == 1805
+    assert presets["great_wave"]["painter"] == "Katsushika Hokusai" and presets["great_wave"]["year"] == 1831
+    assert presets["sakai_hoitsu_cherry"]["painter"] == "Sakai Hōitsu" and presets["sakai_hoitsu_cherry"]["year"] is None
     for preset in presets.values():
         r = client.get(preset["url"])
         assert r.status_code == 200 and r.mimetype == "image/jpeg"
@@ -596,3 +599,11 @@ def test_json_errors_are_in_the_projects_words(client, data, message):
     assert assert_error(client.post("/stylize", data=data, content_type="application/json"), 400,
                         "invalid_json")["message"] == message
 
+
+
+def test_built_in_styles_are_small_and_never_larger_than_a_deployment_analyses(presets):
+    from functions.settings import DEPLOYMENT_LIMITS, default_web_dir
+
+    for preset in presets.by_name.values():
+        assert max(preset.image.shape[:2]) <= DEPLOYMENT_LIMITS.max_size, preset.name
+        assert (default_web_dir() / "styles" / preset.file).stat().st_size < 400_000, preset.name
