@@ -91,12 +91,14 @@ def draining_worker(service: Service):
     return DrainingWorker
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the function and its web page at http://host:port/ until interrupted."""
+def serve(host: str = "127.0.0.1", port: int | None = None) -> None:
+    """Serve the function and its web page at http://host:port/ (default port: the settings',
+    $PORT or 8080) until interrupted."""
     import functions_framework
     from functions_framework._http import create_server  # what `functions-framework` itself uses
 
     service = process_service()
+    port = port or service.settings.port
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
     create_server(app, False, threads=service.settings.server_threads(), worker_class=draining_worker(service),
