@@ -187,12 +187,12 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
         return []
     first = jobs[0].options
     model = model or load_model()
+    prepared = [_Prepared.of(job) for job in jobs]  # validates the options
     for name, layers in (("content_layer", [first.content_layer]), ("style_layers", dict(first.style_layers))):
         for layer in layers:
             if layer not in layer_names(model.weights.arch):
                 raise OptionsError(f"option {name!r} {layer!r} is not a layer of {model.weights.arch}, "
                                    "this deployment's network")
-    prepared = [_Prepared.of(job) for job in jobs]
     loss_weights = problem.loss_weights([j.options for j in jobs])
     lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
     decay = jnp.asarray([j.options.average_decay for j in jobs], jnp.float32)
