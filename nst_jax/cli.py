@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from nst_jax.errors import NSTError
-from nst_jax.options import RECIPES, SPECS, Options, Spec
+from nst_jax.options import RECIPE_HELP, RECIPES, SPECS, Options, Spec
 from nst_jax.weights import FETCHABLE
 
 
@@ -54,8 +54,7 @@ def _add_stylize(sub) -> None:
     p.add_argument("styles", type=Path, nargs="+", metavar="STYLE")
     p.add_argument("-o", "--output", type=Path, required=True, help="output image (.png, .jpg, ...)")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
-    p.add_argument("--recipe", choices=tuple(RECIPES), default="default",
-                   help="a named set of the options below; options given here override it")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="default", help=RECIPE_HELP)
     # Options left out keep the recipe's value (SUPPRESS: absent from the parsed arguments).
     opt = p.add_argument_group("options (default: the recipe's; shown: the default recipe's)")
     for spec in SPECS:

@@ -24,6 +24,7 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 # Named sets of option values; explicit options override them. "seed" is the project's first
 # recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
 # a total variation weight too small to matter).
+RECIPE_HELP = "a named set of the option values; the options given override it"
 RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
@@ -258,8 +259,7 @@ def options_json_schema(limits: Limits = Limits()) -> dict:
     under `limits`: every option's type, bounds, default and help, and "recipe". Rules across
     options (content and style weights not both 0, one blend weight per style image) are
     `validate`'s alone."""
-    recipe = {"type": "string", "enum": list(RECIPES), "default": "default",
-              "description": "a named set of option values that the other options override"}
+    recipe = {"type": "string", "enum": list(RECIPES), "default": "default", "description": RECIPE_HELP}
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "NeuraStyle options",
             "type": "object", "additionalProperties": False,
             "properties": {"recipe": recipe, **{spec.name: spec.json_schema(limits) for spec in SPECS}}}
