@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import nst_jax
-from nst_jax import images, optim, shapes, transfer
+from nst_jax import images, optim, problem, shapes, transfer
 from nst_jax.options import Options
 from nst_jax.vgg import layer_names, layer_shapes
 
@@ -74,10 +74,10 @@ def at_size(image: np.ndarray, longest: int) -> np.ndarray:
     return images.resize(image, *shapes.working_shape(*image.shape[:2], longest))
 
 
-def weights_and_lr(options: Options) -> tuple[jax.Array, jax.Array]:
-    """The (1, 3) [content, style, tv] loss weights and (1,) learning rate of one image."""
-    return (jnp.asarray([[options.content_weight, options.style_weight, options.tv_weight]], jnp.float32),
-            jnp.asarray([options.lr], jnp.float32))
+def problem_of(model, content: np.ndarray, style: np.ndarray, options: Options = Options()) -> problem.Problem:
+    """The `Problem` of one (H, W, 3) content image at its size (no resizing) and a style."""
+    return problem.Problem.of(model, transfer.targets(model, content[None], [style], np.ones(1), options),
+                              problem.loss_weights([options]))
 
 
 class JaxStylizer:
@@ -86,11 +86,9 @@ class JaxStylizer:
     def __init__(self, model, content: np.ndarray, style: np.ndarray, options: Options = Options()):
         self.model, self.options = model, options
         self.content = jnp.asarray(content[None], jnp.float32)
-        loss_weights, self.lr = weights_and_lr(options)
+        self.lr = jnp.asarray([options.lr], jnp.float32)
         self.decay = jnp.asarray([options.average_decay], jnp.float32)
-        self.problem = optim.Problem.of(model, options.content_layer,
-                                        transfer.targets(model, self.content, [style], np.ones(1), options),
-                                        loss_weights)
+        self.problem = problem_of(model, content, style, options)
         self.image = self.content
 
     def run(self, n_steps: int) -> float:
@@ -135,7 +133,7 @@ def paired_ratio(a: dict, b: dict) -> float:
 def deepest_layer(arch: str, options: Options = Options()) -> str:
     """The deepest layer a step computes: its content layer or the last style layer."""
     names = layer_names(arch)
-    return max((options.content_layer, *optim.STYLE_LAYERS), key=names.index)
+    return max((options.content_layer, *dict(options.style_layers)), key=names.index)
 
 
 def step_flops(arch: str, height: int, width: int, last: str | None = None) -> float:

@@ -22,7 +22,9 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from nst_jax import images, losses, shapes
-from nst_jax.optim import STYLE_LAYERS
+from nst_jax.options import Options
+
+STYLE_LAYERS = dict(Options().style_layers)  # {layer: weight} of the default recipe
 
 LAYOUT_SIDE = 128  # px
 TEXTURE_SIDE = 512  # px
@@ -55,8 +57,8 @@ def style_error(model, image: np.ndarray, style: np.ndarray) -> float:
     """Relative Gram error of `image` against `style`, both at the analysis size."""
     image = resized(image, min(TEXTURE_SIDE, max(image.shape[:2])))
     style = resized(style, shapes.style_longest(style.shape, max(image.shape[:2]), 1.0))
-    f = model.features(image[None], STYLE_LAYERS)
-    s = model.features(style[None], STYLE_LAYERS)
+    f = model.features(image[None], tuple(STYLE_LAYERS))
+    s = model.features(style[None], tuple(STYLE_LAYERS))
     return float(losses.style_loss(f, {n: losses.gram(s[n]) for n in STYLE_LAYERS}, STYLE_LAYERS)[0])
 
 

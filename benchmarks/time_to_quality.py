@@ -10,7 +10,7 @@ Adam and L-BFGS-B runs are `nst_jax.stylize` itself (default options, `--steps` 
 compiles every shape. The multi-scale curve shows
 its last scale only -- the full size, so its losses are comparable -- starting at the time
 the coarser scales took. The library's L-BFGS-B keeps the pixels in [0, 1] with true bounds
-and calls one compiled value-and-gradient per evaluation from Python (`nst_jax.transfer.loss_and_grad`). optax's L-BFGS works
+and calls one compiled value-and-gradient per evaluation from Python (`nst_jax.optim.loss_and_grad`). optax's L-BFGS works
 on unconstrained pixels x and minimises the loss of clip(x, 0, 1) (the box enters through the
 objective, so that the line search and the curvature pairs see one consistent function), and
 the image it delivers is clip(x); it runs the whole iteration, line search included, as one
@@ -24,7 +24,6 @@ prints a summary table.
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import functools
 import json
@@ -40,7 +39,7 @@ import optax
 
 import common
 import nst_jax
-from nst_jax import images, optim, transfer
+from nst_jax import images, problem
 
 
 Curve = list[tuple[float, float]]  # (seconds, total loss)
@@ -50,40 +49,31 @@ def stylize_curve(model, content, style, options) -> tuple[Curve, float, np.ndar
     """((seconds, loss) of the last scale's steps, seconds the coarser scales took, result,
     loss evaluations at the last scale) of `nst_jax.stylize`."""
     nst_jax.stylize(content, [style], dataclasses.replace(options, steps=1), model=model)  # compile
-    reports, evaluations, evaluate = [], collections.Counter(), optim.loss_and_grad
-
-    def counted(image, *args):  # L-BFGS's evaluations, by image shape
-        evaluations[image.shape] += 1
-        return evaluate(image, *args)
-    optim.loss_and_grad = counted
-    try:
-        result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
-    finally:
-        optim.loss_and_grad = evaluate
+    reports = []
+    result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
     last = [(p.elapsed, p.loss) for p in reports if p.scale == p.scales - 1]
     coarse = max((p.elapsed for p in reports if p.scale < p.scales - 1), default=0.0)
-    full_shape = (1, *reports[-1].shape, 3)
-    return last, coarse, result, evaluations[full_shape] if options.optimizer == "lbfgs" else options.steps
+    return last, coarse, result, reports[-1].evaluations
 
 
-def lbfgs_curve(problem: optim.Problem, content, budget_s: float) -> tuple[Curve, int, np.ndarray]:
+def lbfgs_curve(objective: problem.Problem, content, budget_s: float) -> tuple[Curve, int, np.ndarray]:
     """((seconds, loss) per iteration, loss evaluations in all, result) of L-BFGS from `content`."""
     opt = optax.lbfgs()
 
     @jax.jit
-    def step(x, state, problem):
+    def step(x, state, objective):
         def f(x):
-            return problem.loss(jnp.clip(x, 0.0, 1.0))[0]
+            return objective.loss(jnp.clip(x, 0.0, 1.0))[0]
         value, grad = optax.value_and_grad_from_state(f)(x, state=state)
         updates, state = opt.update(grad, state, x, value=value, grad=grad, value_fn=f)
         return optax.apply_updates(x, updates), state, value, optax.tree_utils.tree_get(state, "num_linesearch_steps")
 
     x = jnp.asarray(content[None])
-    jax.block_until_ready(step(x, opt.init(x), problem))  # compile
+    jax.block_until_ready(step(x, opt.init(x), objective))  # compile
     state, curve, evaluations = opt.init(x), [], 0
     start = time.perf_counter()
     while not curve or curve[-1][0] < budget_s:
-        x, state, value, searched = step(x, state, problem)
+        x, state, value, searched = step(x, state, objective)
         curve.append((time.perf_counter() - start, float(value)))
         evaluations += int(searched)
     return curve, evaluations, np.clip(np.asarray(x[0]), 0, 1)
@@ -106,10 +96,10 @@ def plot(curves: dict, adam_final: float, title: str, path: Path) -> None:
     fig.savefig(path)
 
 
-def loss_of(problem: optim.Problem, shape: tuple[int, int], image: np.ndarray) -> float:
+def loss_of(objective: problem.Problem, shape: tuple[int, int], image: np.ndarray) -> float:
     """The weighted total loss of one (H, W, 3) result, resized to the working `shape`,
     against the full-size targets."""
-    return float(problem.loss(jnp.asarray(images.resize(image, *shape)[None]))[0])
+    return float(objective.loss(jnp.asarray(images.resize(image, *shape)[None]))[0])
 
 
 def main(argv=None) -> None:
@@ -128,10 +118,8 @@ def main(argv=None) -> None:
     content, style = common.load_images(args.content, args.style)
     options = nst_jax.Options(size=args.size, steps=args.steps, multiscale=False)
     full = common.at_size(content, options.size)
-    problem = optim.Problem.of(model, options.content_layer,
-                               transfer.targets(model, full[None], [style], np.ones(1), options),
-                               common.weights_and_lr(options)[0])
-    final_loss = functools.partial(loss_of, problem, full.shape[:2])
+    objective = common.problem_of(model, full, style, options)
+    final_loss = functools.partial(loss_of, objective, full.shape[:2])
 
     single, _, single_result, evaluations_single = stylize_curve(model, content, style, options)
     multi, coarse_s, multi_result, evaluations_multi = stylize_curve(model, content, style,
@@ -139,7 +127,7 @@ def main(argv=None) -> None:
     lbfgsb, _, lbfgsb_result, evaluations_b = stylize_curve(model, content, style,
                                                             dataclasses.replace(options, optimizer="lbfgs"))
     adam_time, adam_final = single[-1][0], final_loss(single_result)
-    lbfgs, evaluations, lbfgs_result = lbfgs_curve(problem, full, args.lbfgs_budget * adam_time)
+    lbfgs, evaluations, lbfgs_result = lbfgs_curve(objective, full, args.lbfgs_budget * adam_time)
 
     rows = {  # curve, result, loss evaluations, seconds before the first of them
         "Adam, single scale": (single, single_result, evaluations_single, 0.0),

@@ -19,13 +19,12 @@ import torch
 import torch.nn.functional as F
 
 from nst_jax.options import Options
-from nst_jax.optim import STYLE_LAYERS
 from nst_jax.vgg import layer_names
 from nst_jax.weights import Weights
 
 
 class TorchVGG:
-    """The VGG conv stack up to the deepest of `content_layer` and the style layers, as frozen
+    """The VGG conv stack up to the deepest of `content_layer` and `style_layers`, as frozen
     torch tensors (OIHW kernels).
 
     channels_last: keep activations and kernels in NHWC memory order (same NCHW logical
@@ -33,9 +32,9 @@ class TorchVGG:
     """
 
     def __init__(self, weights: Weights, device: str = "cpu", channels_last: bool = False,
-                 content_layer: str = Options().content_layer):
+                 content_layer: str = Options().content_layer, style_layers=tuple(dict(Options().style_layers))):
         names = layer_names(weights.arch)
-        self.names = names[: max(names.index(n) for n in (content_layer, *STYLE_LAYERS)) + 1]
+        self.names = names[: max(names.index(n) for n in (content_layer, *style_layers)) + 1]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.convs = {
             n: (torch.from_numpy(weights.params[n]["kernel"].transpose(3, 2, 0, 1)).to(device)
@@ -94,12 +93,12 @@ class TorchStylizer:
         self.net, self.options = net, options
         self.device = net.mean.device
         self.content = to_nchw(content, self.device)
+        self.layer_weights = dict(options.style_layers)
         with torch.no_grad():
             self.target_content = net(self.content, (options.content_layer,))[options.content_layer]
-            feats = net(to_nchw(style, self.device), STYLE_LAYERS)
-            self.target_grams = {n: gram(feats[n]) for n in STYLE_LAYERS}
-        self.weights = torch.tensor([options.content_weight, options.style_weight, options.tv_weight],
-                                    device=self.device)
+            feats = net(to_nchw(style, self.device), tuple(self.layer_weights))
+            self.target_grams = {n: gram(feats[n]) for n in self.layer_weights}
+        self.weights = {"content": options.content_weight, "style": options.style_weight, "tv": options.tv_weight}
         self.reset()
 
     def reset(self, start: np.ndarray | None = None) -> None:
@@ -107,13 +106,15 @@ class TorchStylizer:
         self.image = (self.content.clone() if start is None else to_nchw(start, self.device)).requires_grad_(True)
         self.adam = torch.optim.Adam([self.image], lr=self.options.lr, betas=(0.9, 0.999), eps=1e-8)
 
-    def objective(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(total loss, [content, style, tv] terms) of (1, 3, H, W) `image`."""
-        feats = self.net(image, (self.options.content_layer, *STYLE_LAYERS))
-        style = torch.stack([relative_error(gram(feats[n]), self.target_grams[n]) for n in STYLE_LAYERS]).mean(0)
-        terms = torch.stack([relative_error(feats[self.options.content_layer], self.target_content), style,
-                             total_variation(image)], dim=-1)[0]
-        return (terms * self.weights).sum(), terms
+    def objective(self, image: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(total loss, {"content", "style", "tv"} terms) of (1, 3, H, W) `image`; the style
+        term is the weighted mean over the style layers."""
+        feats = self.net(image, (self.options.content_layer, *self.layer_weights))
+        style = sum(w * relative_error(gram(feats[n]), self.target_grams[n])
+                    for n, w in self.layer_weights.items()) / sum(self.layer_weights.values())
+        terms = {"content": relative_error(feats[self.options.content_layer], self.target_content)[0],
+                 "style": style[0], "tv": total_variation(image)[0]}
+        return sum(self.weights[name] * term for name, term in terms.items()), terms
 
     def step(self) -> float:
         """One Adam step then clipping; returns the loss before the step (as `nst_jax` does)."""

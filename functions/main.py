@@ -3,7 +3,7 @@ the serving machinery and back. functions-framework sends every path here:
 
   POST /  or  POST /stylize   stylize; JSON in, JSON (or NDJSON with "stream": true) out
   GET  /healthz               {"ready", "device", "weights", "load"}; 503 while weights are missing
-  GET  /config                {"defaults", "limits", "style_presets"}, read by the page
+  GET  /config                {"defaults", "limits", "options", "style_presets"}, read by the page
   GET  /, GET /<file>         the web page, files of web/ only
   OPTIONS *                   CORS preflight
 

@@ -63,7 +63,7 @@ def useful_sides(options: Options) -> tuple[int, int]:
     `options.size`: the engine works near that size and analyses styles `style_scale` times
     larger; twice that leaves room for its rounding and for resampling."""
     side = 2 * options.size
-    return side, math.ceil(side * max(1.0, getattr(options, "style_scale", 1.0)))
+    return side, math.ceil(side * max(1.0, options.style_scale))
 
 
 def check_budget(encoded: Mapping[str, bytes], settings: Settings) -> None:

@@ -123,11 +123,13 @@ def application(app, options: dict):
     return Application()
 
 
-def serve(host: str = "127.0.0.1", port: int = 8080) -> None:
-    """Serve the function and its web page at http://host:port/ until interrupted."""
+def serve(host: str = "127.0.0.1", port: int | None = None) -> None:
+    """Serve the function and its web page at http://host:port/ (default port: the settings',
+    $PORT or 8080) until interrupted."""
     import functions_framework
 
     service = process_service()
+    port = port or service.settings.port
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
     application(app, {

@@ -20,10 +20,10 @@ from collections.abc import Callable, Iterator
 
 from jax import monitoring
 
-from nst_jax import Options, Progress, errors, images, load_model
-from nst_jax.model import enable_compilation_cache
+from nst_jax import Progress, errors, images, load_model
+from nst_jax.model import Model, enable_compilation_cache
+from nst_jax.options import Options, options_json_schema
 from nst_jax.transfer import Job, batch_key, stylize_batch
-from nst_jax.warmup import InBackground
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
@@ -31,6 +31,7 @@ from functions.connection import peer_closed, read_body
 from functions.parsing import StylizeRequest, parse_stylize
 from functions.presets import Presets
 from functions.settings import Settings
+from functions.warming import InBackground
 
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
@@ -256,18 +257,6 @@ def preview_png(image) -> str:
     return base64.b64encode(images.encode(image, "PNG")).decode("ascii")
 
 
-def model():
-    """The loaded model; without usable weights an NSTError that says so in the project's
-    words (the file's path and the reason go to the log, for the operator)."""
-    try:
-        enable_compilation_cache()  # a cold start then skips what earlier instances compiled
-        return load_model()
-    except errors.WeightsError as e:
-        log.error("weights unavailable: %s", e)
-        raise errors.NSTError("the server has no usable weights file (missing or corrupt; its log says which); "
-                              "an operator must install one (nst-jax weights fetch)", "weights_unavailable") from None
-
-
 def weights_info(model) -> dict:
     return {"arch": model.weights.arch, "source": model.weights.source}
 
@@ -287,7 +276,19 @@ class Service:
         self.decoders = threading.BoundedSemaphore(DECODERS)
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs
-        self.warmup = InBackground(settings.warmup_sizes, list(self.presets.images().values()))
+        self.warmup = InBackground(settings.warmup_sizes, self.model, list(self.presets.images().values()))
+
+    def model(self) -> Model:
+        """The loaded model of `settings.config`; without usable weights an NSTError that says
+        so in the project's words (the file's path and the reason go to the log, for the operator)."""
+        try:
+            enable_compilation_cache(self.settings.config)  # a cold start then skips what earlier instances compiled
+            return load_model(config=self.settings.config)
+        except errors.WeightsError as e:
+            log.error("weights unavailable: %s", e)
+            raise errors.NSTError("the server has no usable weights file (missing or corrupt; its log says which); "
+                                  "an operator must install one (nst-jax weights fetch)",
+                                  "weights_unavailable") from None
 
     def read_body(self, stream, content_length: int | None, sock: socket.socket | None = None) -> bytes:
         """`read_body` while holding one of `max_uploads` places, or 429 busy at once: slow
@@ -313,7 +314,7 @@ class Service:
                     connection: socket.socket | None = None) -> Stylization:
         """The stylization of an admitted request, not yet in line. Where the client closes
         `connection`, its work stops at its next progress report."""
-        return Stylization(self, request, model(), ticket, deadline, connection)
+        return Stylization(self, request, self.model(), ticket, deadline, connection)
 
     def wait_turn(self, stylization: Stylization) -> None:
         """Wait in line for the stylization's turn; then it is ready to answer."""
@@ -345,7 +346,7 @@ class Service:
         try:
             if self.drain.draining:
                 raise self.drain.refusal()
-            loaded = model()
+            loaded = self.model()
             self.warmup.start()
             if self.warmup.pending():
                 raise errors.NSTError("warming up: compiling the programs of sizes "
@@ -356,10 +357,13 @@ class Service:
                 "load": self.admission.stats()}, 200
 
     def config(self) -> dict:
-        """`GET /config`: what the page needs to know."""
+        """`GET /config`: what the page needs to know: the options' defaults, this deployment's
+        limits, every option's JSON Schema {name: {type, default, minimum, maximum, enum,
+        description, ...}} under those limits, and the built-in styles."""
         return {"defaults": Options().to_dict(),
                 "limits": {"min_size": self.settings.limits.min_size, "max_size": self.settings.limits.max_size,
                            "max_steps": self.settings.limits.max_steps},
+                "options": options_json_schema(self.settings.limits)["properties"],
                 "style_presets": self.presets.listing()}
 
 

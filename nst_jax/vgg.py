@@ -1,7 +1,7 @@
 """VGG16/VGG19 convolutional stacks in Flax (NHWC), named as Keras names them.
 
 The model takes images already preprocessed for the weights in use (see
-`nst_jax.weights.Weights.preprocess`) and returns the activations of the
+`nst_jax.model.preprocess`) and returns the activations of the
 layers asked for, computing nothing past the deepest of them.
 
 Each convolution runs one of two algorithms (`VGG.winograd_layers`): XLA's own convolution,

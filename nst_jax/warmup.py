@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import logging
 import os
 import threading
 import time
@@ -34,9 +33,8 @@ import jax
 import numpy as np
 
 from nst_jax import images, shapes, transfer
-from nst_jax.errors import OptionsError
-from nst_jax.model import Model, enable_compilation_cache, load_model
-from nst_jax.options import Limits, Options
+from nst_jax.model import Model, load_model
+from nst_jax.options import Options
 
 # Wraps every compilation, whether XLA compiles or the persistent cache supplies the program.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
@@ -148,7 +146,8 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     options = dataclasses.replace(options, size=size)
     for longest in shapes.scale_sizes(size, options.min_scale, options.scale_ratio):
         for style in styles:
-            transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale)
+            transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,
+                                   tuple(dict(options.style_layers)))
 
 
 def cache_summary() -> str:
@@ -188,47 +187,3 @@ def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | No
             log(reports[-1].line())
     return reports
 
-
-def parse_sizes(text: str, limits: Limits, name: str = "NEURASTYLE_WARMUP") -> tuple[int, ...]:
-    """Sizes, px, from a comma-separated list such as "256,512" ("" for none), each within
-    `limits`. Raises OptionsError naming `name`."""
-    sizes = []
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        if not item.isdigit() or not limits.min_size <= int(item) <= limits.max_size:
-            raise OptionsError(f"{name}={text!r}: each size must be a whole number of px from "
-                               f"{limits.min_size} to {limits.max_size}")
-        sizes.append(int(item))
-    return tuple(dict.fromkeys(sizes))
-
-
-class InBackground:
-    """`warmup(sizes, styles=...)` on a thread of its own, started once by `start`, with
-    `styles` (h, w, 3) uint8 RGB (a server's built-in styles); a server reports itself not
-    ready while `pending`. A failure is logged and ends the warm-up (the requests then compile
-    what they need)."""
-
-    def __init__(self, sizes: Sequence[int], styles: Sequence[np.ndarray] = ()):
-        self.sizes, self.styles = tuple(sizes), tuple(styles)
-        self._started = threading.Lock()  # held for good once started
-        self._done = threading.Event()
-        if not self.sizes:
-            self._done.set()
-
-    def start(self) -> None:
-        if self.sizes and self._started.acquire(blocking=False):
-            threading.Thread(target=self._run, name="neurastyle-warmup", daemon=True).start()
-
-    def pending(self) -> bool:
-        return not self._done.is_set()
-
-    def _run(self) -> None:
-        log = logging.getLogger("neurastyle")
-        try:
-            log.info("warming up sizes %s", ", ".join(map(str, self.sizes)))
-            enable_compilation_cache()  # what it compiles is kept for the next instance
-            warmup(self.sizes, styles=[images.to_float(s) for s in self.styles], log=log.info)
-            log.info("warm-up done; compilation cache: %s", cache_summary())
-        except Exception:  # noqa: BLE001  (a server without a warm-up still serves)
-            log.exception("warm-up failed")
-        finally:
-            self._done.set()

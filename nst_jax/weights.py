@@ -21,14 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
+from nst_jax import config as config_lib
 from nst_jax.errors import WeightsError
 from nst_jax.vgg import layer_names, layer_shapes
 
 FORMAT_VERSION = 1
-# weights/ beside the package in a checkout; NEURASTYLE_WEIGHTS_DIR overrides it.
-WEIGHTS_DIR = Path(os.environ.get("NEURASTYLE_WEIGHTS_DIR", Path(__file__).resolve().parent.parent / "weights"))
 # Preferred first: the canonical VGG19, then the VGG16 fallback.
 DEFAULT_FILES = ("vgg19.npz", "vgg16.npz", "vgg16-hed.npz")
+FETCHABLE = ("vgg19", "vgg16-hed")  # what `nst_jax.convert.fetch` can get; each is saved as <model>.npz
 
 
 @dataclass(frozen=True)
@@ -143,12 +143,14 @@ def load(path: str | os.PathLike) -> Weights:
     )
 
 
-def default_path() -> Path:
-    """The weights file to use when none is named: $NEURASTYLE_WEIGHTS, else the first of
-    `DEFAULT_FILES` present in `WEIGHTS_DIR` (the VGG19 one if it is there)."""
-    if os.environ.get("NEURASTYLE_WEIGHTS"):
-        return Path(os.environ["NEURASTYLE_WEIGHTS"])
+def default_path(config: config_lib.Config | None = None) -> Path:
+    """The weights file to use when none is named: `config.weights` (default
+    `nst_jax.config.current()`), else the first of `DEFAULT_FILES` present in
+    `config.weights_dir` (the VGG19 one if it is there)."""
+    config = config or config_lib.current()
+    if config.weights is not None:
+        return config.weights
     for name in DEFAULT_FILES:
-        if (WEIGHTS_DIR / name).is_file():
-            return WEIGHTS_DIR / name
-    return WEIGHTS_DIR / DEFAULT_FILES[0]
+        if (config.weights_dir / name).is_file():
+            return config.weights_dir / name
+    return config.weights_dir / DEFAULT_FILES[0]

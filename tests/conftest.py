@@ -2,8 +2,8 @@
 in-process, and a real server.
 
 Random VGG16 weights make bad art but run every real code path, need no download and
-keep the tests hermetic. Functions that need the weights ask for `weights_env`
-(which points NEURASTYLE_WEIGHTS at them for one test) or start their own server.
+keep the tests hermetic. The HTTP function's tests run with a library configuration whose
+weights are those (`library_config`); live servers get NEURASTYLE_WEIGHTS.
 The HTTP function is loaded once per session; a test serves it with its own `Settings`
 (`function(max_queue=1, ...)`), not by reloading it. Helpers of the serving tests: helpers.py;
 the real server (`LiveServer`) and the PNG/Base64 helpers: benchmarks/harness.py, which the
@@ -78,10 +78,11 @@ def random_weights_path(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def weights_env(monkeypatch, random_weights_path) -> Path:
-    """NEURASTYLE_WEIGHTS -> the random weights, for this test only."""
-    monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(random_weights_path))
-    return random_weights_path
+def library_config(random_weights_path):
+    """The process's library configuration (`nst_jax.config.current()`) with the random weights."""
+    from nst_jax import config
+
+    return dataclasses.replace(config.current(), weights=random_weights_path)
 
 
 @pytest.fixture(scope="session")
@@ -130,12 +131,13 @@ def serving(module, run_jobs=None, presets=None, **settings):
 
 
 @pytest.fixture
-def function(function_module, weights_env, presets):
+def function(function_module, library_config, presets):
     """function(max_queue=1, run_jobs=fake, ...) -> (test client, service): the HTTP function
-    served with those settings, for this test."""
+    served with those settings (by default the random weights' `library_config`), for this test."""
     with contextlib.ExitStack() as stack:
         def serve(**settings):
             settings.setdefault("presets", presets)
+            settings.setdefault("config", library_config)
             return stack.enter_context(serving(function_module, **settings))
         yield serve
 

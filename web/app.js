@@ -149,9 +149,12 @@ async function loadConfig() {
     return; // Unreachable or old function: the page keeps its own defaults and bounds, no presets.
   }
   defaults = config.defaults || {};
+  // Each option's JSON Schema (minimum, maximum, ...); a function without it gives "limits" only.
+  const size = (config.options || {}).size || {};
+  const steps = (config.options || {}).steps || {};
   const limits = config.limits || {};
-  setRange("size", limits.min_size, limits.max_size, defaults.size);
-  setRange("steps", undefined, limits.max_steps, defaults.steps);
+  setRange("size", size.minimum ?? limits.min_size, size.maximum ?? limits.max_size, defaults.size);
+  setRange("steps", steps.minimum, steps.maximum ?? limits.max_steps, defaults.steps);
   $("strength").disabled = !Number.isFinite(defaults.style_weight);
   if ("optimizer" in defaults) { // an older function rejects the option: then the select stays disabled
     $("optimizer").value = defaults.optimizer;

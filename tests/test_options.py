@@ -1,0 +1,143 @@
+"""The options' one schema (field metadata of `Options`) and what comes from it: validation,
+JSON, the CLI's flags, the JSON Schema, GET /config; the style layers option; the library's
+configuration (`nst_jax.config`)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import jax.numpy as jnp
+import jsonschema
+import numpy as np
+import pytest
+from conftest import gradient_image, random_weights
+
+import nst_jax
+from nst_jax import losses, transfer
+from nst_jax import model as model_lib
+from nst_jax.cli import build_parser, stylize_options
+from nst_jax.config import Config
+from nst_jax.errors import OptionsError
+from nst_jax.options import SPECS, Limits, Options, options_json_schema
+
+LIMITS = Limits(max_size=1024, max_steps=1000)
+# Valid and invalid values of every kind of option, one option at a time.
+CASES = [
+    {}, {"size": 32}, {"size": 1024}, {"size": 31}, {"size": 1025}, {"size": 64.0}, {"size": 64.5}, {"size": "64"},
+    {"steps": 0}, {"steps": 1000}, {"steps": 1001}, {"seed": 2**32 - 1}, {"seed": 2**32}, {"seed": -1},
+    {"lr": 0}, {"lr": 1}, {"lr": 1.5}, {"lr": 1e-9}, {"style_weight": 0}, {"style_weight": -1},
+    {"tv_weight": 1e12}, {"tv_weight": 2e12}, {"tv_weight": True}, {"scale_ratio": 1.05}, {"scale_ratio": 4},
+    {"average_decay": 0.999}, {"average_decay": 1}, {"init": "noise"}, {"init": "zeros"}, {"init": None},
+    {"preserve_color": True}, {"preserve_color": 1}, {"optimizer": "lbfgs"}, {"optimizer": "sgd"},
+    {"content_layer": "block5_conv4"}, {"content_layer": "block9_conv1"}, {"style_blend": None},
+    {"style_blend": [1]}, {"style_blend": [-1]}, {"style_blend": "1"},
+    {"style_layers": {"block1_conv1": 1}}, {"style_layers": {"block1_conv1": 256, "block2_conv1": 0}},
+    {"style_layers": {"block1_conv1": -1}}, {"style_layers": {"block1_conv9": 1}}, {"style_layers": {}},
+    {"style_layers": [["block1_conv1", 1]]}, {"style_layers": {"block1_conv1": "1"}}, {"recipe": "seed"},
+    {"recipe": "best"}, {"colour": True},
+]
+
+
+def accepted(values: dict) -> bool:
+    try:
+        Options.from_mapping(values, LIMITS, n_styles=1)
+    except OptionsError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("values", CASES)
+def test_the_json_schema_accepts_what_validation_accepts(values):
+    valid = jsonschema.Draft202012Validator(options_json_schema(LIMITS)).is_valid(values)
+    assert valid == accepted(values), values
+
+
+def test_the_json_schema_is_a_valid_schema_with_every_default():
+    schema = options_json_schema(LIMITS)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    defaults = {name: p["default"] for name, p in schema["properties"].items()}
+    assert defaults == {"recipe": "default", **Options().to_dict()}
+    assert schema["properties"]["size"]["maximum"] == 1024 and schema["properties"]["steps"]["maximum"] == 1000
+    assert all(p["description"] for p in schema["properties"].values())
+
+
+def test_every_option_has_a_flag_and_its_help(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stylize", "--help"])
+    help_text = capsys.readouterr().out
+    for spec in SPECS:
+        assert spec.flag in help_text and spec.help[:20] in " ".join(help_text.split())
+
+
+def test_style_layers_from_json_and_from_the_command_line():
+    given = {"block1_conv1": 256, "block2_conv1": 64}
+    from_json = Options.from_mapping({"style_layers": given})
+    args = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png",
+                                      "--style-layers", "block2_conv1=64", "block1_conv1=256"])
+    assert stylize_options(args) == from_json == Options(style_layers=given)
+    assert from_json.style_layers == (("block1_conv1", 256), ("block2_conv1", 64))  # in the network's order
+    assert from_json.to_dict()["style_layers"] == given and hash(from_json) == hash(Options(style_layers=given))
+    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--style-layers", "block1_conv1"])
+
+
+@pytest.mark.parametrize("value, message", [
+    ({"block9_conv1": 1}, "unknown layer 'block9_conv1'"), ({"block1_conv1": -1}, "positive sum"),
+    ({"block1_conv1": 0}, "positive sum"), ({}, "positive sum"), ({"block1_conv1": float("nan")}, "positive sum"),
+    ([1, 2], "object of layer names"), ("block1_conv1", "object of layer names"),
+])
+def test_bad_style_layers_are_refused_naming_the_option(value, message):
+    with pytest.raises(OptionsError, match=f"option 'style_layers' .*{message}"):
+        Options.from_mapping({"style_layers": value})
+
+
+def test_equal_layer_weights_are_the_plain_mean_and_others_weigh():
+    rng = np.random.default_rng(0)
+    feats = {n: jnp.asarray(rng.random((2, 4, 4, 8), np.float32)) for n in ("a", "b", "c")}
+    grams = {n: losses.gram(jnp.asarray(rng.random((2, 4, 4, 8), np.float32))) for n in feats}
+    errors = {n: losses.relative_error(losses.gram(feats[n]), grams[n]) for n in feats}
+    ones = {n: jnp.ones(2) for n in feats}
+    assert np.array_equal(losses.style_loss(feats, grams, ones), jnp.mean(jnp.stack(list(errors.values())), axis=0))
+    weighted = losses.style_loss(feats, grams, {"a": jnp.asarray([3.0, 0.0]), "b": jnp.asarray([1.0, 1.0])})
+    np.testing.assert_allclose(weighted, [(3 * errors["a"][0] + errors["b"][0]) / 4, errors["b"][1]], rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return model_lib.from_weights(random_weights("vgg16", seed=1))
+
+
+def test_style_layers_change_the_result_and_the_batch(model):
+    content, style = gradient_image(32, 32), gradient_image(32, 32, seed=1)
+    options = Options(size=32, steps=3)
+    deep = dataclasses.replace(options, style_layers={"block4_conv1": 1.0})
+    assert np.abs(nst_jax.stylize(content, [style], options, model=model)
+                  - nst_jax.stylize(content, [style], deep, model=model)).max() > 1e-3
+    jobs = [transfer.Job(content, [style], o) for o in (options, deep)]
+    assert transfer.batch_key(jobs[0]) != transfer.batch_key(jobs[1])
+    with pytest.raises(OptionsError, match="style_layers.*block5_conv4"):
+        nst_jax.stylize(content, [style], dataclasses.replace(options, style_layers={"block5_conv4": 1}),
+                        model=model)
+
+
+def test_config_from_the_environment(tmp_path):
+    assert Config.from_env({}) == Config()
+    config = Config.from_env({"NEURASTYLE_WEIGHTS": str(tmp_path / "w.npz"), "NEURASTYLE_WEIGHTS_DIR": str(tmp_path),
+                              "NEURASTYLE_COMPILATION_CACHE": "off", "NEURASTYLE_PRECISION": "bfloat16"})
+    assert config == Config(weights=tmp_path / "w.npz", weights_dir=Path(tmp_path), compilation_cache=None,
+                            precision="bfloat16")
+    assert Config.from_env({"NEURASTYLE_COMPILATION_CACHE": str(tmp_path)}).compilation_cache == tmp_path
+    with pytest.raises(OptionsError, match="NEURASTYLE_PRECISION"):
+        Config.from_env({"NEURASTYLE_PRECISION": "float16"})
+
+
+def test_config_options_give_the_pages_ranges(function):
+    client, _ = function(limits=Limits(max_size=640, max_steps=100))
+    config = client.get("/config").get_json()
+    assert set(config["options"]) == {"recipe", *(spec.name for spec in SPECS)}
+    size, steps = config["options"]["size"], config["options"]["steps"]
+    assert (size["minimum"], size["maximum"], steps["minimum"], steps["maximum"]) == (32, 640, 1, 100)
+    assert config["options"]["optimizer"]["enum"] == ["adam", "lbfgs"]
+    assert {name: p["default"] for name, p in config["options"].items() if name != "recipe"} == config["defaults"]
