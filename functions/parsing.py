@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
 from collections.abc import Mapping
@@ -145,4 +146,7 @@ def parse_options(payload: dict, n_styles: int, settings: Settings) -> Options:
         if "style_blend" in values:
             raise errors.OptionsError("give style_blend either at the top level or in options, not both")
         values = {**values, "style_blend": payload["style_blend"]}
-    return Options.from_mapping(values, settings.limits, n_styles)
+    options = Options.from_mapping(values, settings.limits, n_styles)
+    if options.max_seconds is None and settings.limits.max_seconds is not None:
+        options = dataclasses.replace(options, max_seconds=settings.limits.max_seconds)
+    return options

@@ -23,7 +23,7 @@ from jax import monitoring
 from nst_jax import Progress, errors, images, load_model
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
-from nst_jax.transfer import Job, batch_key, stylize_batch
+from nst_jax.transfer import Job, batch_key, check_budget, stylize_batch
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
@@ -155,7 +155,7 @@ class Stylization:
 
     def progress(self, p: Progress) -> None:
         """The work's progress callback; raising stops this request's work only."""
-        self.work.steps, self.work.scales = p.step, p.scales
+        self.work.steps, self.work.scales, self.work.budget_cut = p.step, p.scales, p.budget_cut
         stop = self.reason_to_stop()
         if stop is not None:
             self.service.admission.settle(self.ticket, stop)  # answered now, while a batch goes on
@@ -164,7 +164,8 @@ class Stylization:
             return
         event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale, "scales": p.scales,
                  "shape": list(p.shape), "elapsed": round(p.elapsed, 3),
-                 "loss": p.loss if math.isfinite(p.loss) else None}
+                 "seconds_left": None if p.seconds_left is None else round(p.seconds_left, 3),
+                 "budget_cut": p.budget_cut, "loss": p.loss if math.isfinite(p.loss) else None}
         now = time.monotonic()
         if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
             self.last_preview = now
@@ -208,6 +209,7 @@ class Stylization:
             "width": int(outcome.shape[1]),
             "height": int(outcome.shape[0]),
             "steps": self.work.steps,
+            "budget_cut": self.work.budget_cut,
             "elapsed_s": round(time.perf_counter() - start, 3),
             "weights": weights_info(self.model),
             "options": self.request.options.to_dict(),
@@ -313,8 +315,11 @@ class Service:
     def stylization(self, request: StylizeRequest, ticket: Ticket, deadline: float,
                     connection: socket.socket | None = None) -> Stylization:
         """The stylization of an admitted request, not yet in line. Where the client closes
-        `connection`, its work stops at its next progress report."""
-        return Stylization(self, request, self.model(), ticket, deadline, connection)
+        `connection`, its work stops at its next progress report. A time budget too small for
+        this size is refused here, before the wait in line."""
+        model = self.model()
+        check_budget(request.content.shape, request.options, model)
+        return Stylization(self, request, model, ticket, deadline, connection)
 
     def wait_turn(self, stylization: Stylization) -> None:
         """Wait in line for the stylization's turn; then it is ready to answer."""
@@ -362,7 +367,8 @@ class Service:
         description, ...}} under those limits, and the built-in styles."""
         return {"defaults": Options().to_dict(),
                 "limits": {"min_size": self.settings.limits.min_size, "max_size": self.settings.limits.max_size,
-                           "max_steps": self.settings.limits.max_steps},
+                           "max_steps": self.settings.limits.max_steps,
+                           "max_seconds": self.settings.limits.max_seconds},
                 "options": options_json_schema(self.settings.limits)["properties"],
                 "style_presets": self.presets.listing()}
 

@@ -16,7 +16,10 @@ from nst_jax.errors import OptionsError
 
 HERE = Path(__file__).resolve().parent
 # What a public deployment allows by default, smaller than the library's own bounds (the CLI's).
-DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000)
+# A run's time budget is at most max_seconds, and requests that name none get it: such a request
+# ends with the best picture it has by then rather than a 504 at the deadline (which counts the
+# wait in line too).
+DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000, max_seconds=240.0)
 SPARE_THREADS = 4  # for /healthz, the page and refusals
 
 
@@ -31,7 +34,7 @@ class Settings:
     """Request, load and time limits of one server process, where its page lives, and the
     library's configuration it runs with.
 
-    Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS (`limits`),
+    Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS, _MAX_SECONDS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
     or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), THREADS and PORT; the library's own
@@ -76,7 +79,9 @@ class Settings:
                         max_size=env_number("NEURASTYLE_MAX_SIZE", DEPLOYMENT_LIMITS.max_size, env, integer=True,
                                             low=DEPLOYMENT_LIMITS.min_size, high=largest.max_size),
                         max_steps=env_number("NEURASTYLE_MAX_STEPS", DEPLOYMENT_LIMITS.max_steps, env,
-                                             integer=True, low=1, high=largest.max_steps))
+                                             integer=True, low=1, high=largest.max_steps),
+                        max_seconds=env_number("NEURASTYLE_MAX_SECONDS", DEPLOYMENT_LIMITS.max_seconds, env,
+                                               low=1))
         return cls(
             config=library,
             limits=limits,

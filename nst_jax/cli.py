@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import math
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def _flag(spec: Spec) -> dict:
     """argparse's arguments of an option's flag, from its `option` statement."""
     default = spec.to_json(spec.default)
     if spec.default is None:
-        default = "equal"
+        default = "equal" if spec.kind == "blend" else "none"
     elif spec.kind == "layer_weights":
         default = " ".join(f"{name}={weight:g}" for name, weight in default.items())
     kwargs = {"dest": spec.name, "default": argparse.SUPPRESS, "help": f"{spec.help}; default {default}"}
@@ -118,14 +119,19 @@ def stylize_options(args: argparse.Namespace) -> Options:
 
 @contextlib.contextmanager
 def progress_bar():
-    """Within: an `on_progress` callback that draws a tqdm bar of the steps."""
+    """Within: an `on_progress` callback that draws a tqdm bar of the time: the seconds run of
+    the seconds run and left (the estimate of each report), never moving backwards."""
     from tqdm import tqdm
 
-    with tqdm(unit="step", desc="stylize", dynamic_ncols=True) as bar:
+    with tqdm(desc="stylize", total=1.0, dynamic_ncols=True,
+              bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix}") as bar:
         def on_progress(p):
-            bar.total = p.total
-            bar.set_postfix(scale=f"{p.scale + 1}/{p.scales} {p.shape[1]}x{p.shape[0]}", loss=f"{p.loss:.4g}")
-            bar.update(p.step - bar.n)
+            left = p.seconds_left if p.seconds_left is not None else math.nan
+            if math.isfinite(left):
+                bar.n = max(bar.n, p.elapsed / max(p.elapsed + left, 1e-9))
+            cut = ", cut by the time limit" if p.budget_cut else ""
+            bar.set_postfix_str(f"about {left:.0f} s left, step {p.step}/{p.total}{cut}, "
+                                f"scale {p.scale + 1}/{p.scales} {p.shape[1]}x{p.shape[0]}, loss {p.loss:.4g}")
         yield on_progress
 
 

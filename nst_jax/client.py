@@ -46,13 +46,15 @@ class ServerError(NSTError):
 @dataclasses.dataclass(frozen=True)
 class Result:
     """The stylized image (H, W, 3) float32 RGB in [0, 1], and what the server says it did:
-    steps run, seconds it took, the options as used, the weights (arch, source)."""
+    steps run, seconds it took, the options as used, the weights (arch, source), whether the
+    time budget cut the steps."""
 
     image: np.ndarray
     steps: int
     elapsed_s: float
     options: dict
     weights: dict
+    budget_cut: bool = False
 
 
 def stylize(server: str, content: bytes, styles: Sequence[bytes] = (), style_preset: str | None = None,
@@ -120,7 +122,8 @@ def _json(data: bytes) -> dict:
 def _result(body: dict) -> Result:
     try:
         image = images.to_float(images.decode_rgb8(base64.b64decode(body["image"]), name="the server's result"))
-        return Result(image, int(body["steps"]), float(body["elapsed_s"]), body["options"], body["weights"])
+        return Result(image, int(body["steps"]), float(body["elapsed_s"]), body["options"], body["weights"],
+                      bool(body.get("budget_cut", False)))
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, NSTError):
             raise
@@ -162,5 +165,6 @@ def _progress(event: dict) -> Progress:
     return Progress(step=int(event["step"]), total=int(event["total"]), scale=int(event["scale"]),
                     scales=int(event["scales"]), shape=tuple(event.get("shape") or (0, 0)),
                     loss=math.nan if loss is None else float(loss), elapsed=float(event.get("elapsed", 0.0)),
+                    seconds_left=event.get("seconds_left"), budget_cut=bool(event.get("budget_cut", False)),
                     preview=images.to_float(images.decode_rgb8(base64.b64decode(preview), name="preview"))
                     if preview else None)

@@ -10,6 +10,7 @@ problem (one line search), so each L-BFGS job is a batch of its own.
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -113,20 +114,28 @@ Report = Callable[[int, np.ndarray, jax.Array, int], bool]
 
 
 def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
-         report: Report) -> AdamCarry:
+         report: Report, deadline: float = math.inf) -> AdamCarry:
     """Run `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and averaging
     `decay` (N,). `report` is called now and then with the averaged image, last with
-    steps_done == n_steps unless it stopped the run by returning False. Returns the last carry."""
-    done, chunk = 0, 1  # the first call compiles: time the next ones
+    steps_done == n_steps unless it stopped the run by returning False. No call starts that
+    would end past `deadline` (a `time.perf_counter()` time) at the pace of the last one: the run
+    stops short instead. Returns the last carry."""
+    done, chunk, step_s = 0, 1, 0.0  # the first call compiles: time the next ones
     while done < n_steps:
         n = min(chunk, n_steps - done)
         start = time.perf_counter()
+        if step_s > 0 and deadline < math.inf:
+            n = min(n, int((deadline - start) / step_s))
+        if n < 1 or start >= deadline:
+            break
         carry, per_image = run_steps(carry, n, problem, lr, decay)
         per_image = np.asarray(per_image)  # waits for the device
         seconds = time.perf_counter() - start
         done += n
         if not report(done, per_image, carry.result(), done):  # one evaluation a step
             break
+        if done > n:  # not the first call, which compiles
+            step_s = seconds / n
         chunk = max(1, min(n_steps // 20, int(n * REPORT_EVERY_S / max(seconds, 1e-6))))
     return carry
 

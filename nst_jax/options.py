@@ -25,10 +25,15 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 # recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
 # a total variation weight too small to matter).
 RECIPE_HELP = "a named set of the option values; the options given override it"
+# "thorough" is the default before the time work: 300 steps at every scale (about four times the
+# default's time at 512 px, for a look QUALITY.md finds no better).
 RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
-             "average_decay": 0.0, "tv_weight": 0.01},
+             "average_decay": 0.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0,
+             "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)}},
+    "thorough": {"steps": 300, "step_ratio": 1.0, "average_decay": 0.99,
+                 "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)}},
 }
 
 
@@ -39,6 +44,7 @@ class Limits:
     min_size: int = 32
     max_size: int = 4096
     max_steps: int = 5000
+    max_seconds: float | None = None  # the ceiling of a run's time budget; None: none
 
 
 Bound = float | Callable[[Limits], float] | None  # a number, or one that a deployment's limits give
@@ -46,15 +52,15 @@ Bound = float | Callable[[Limits], float] | None  # a number, or one that a depl
 
 def option(default, help: str, *, minimum: Bound = None, maximum: Bound = None, exclusive_minimum: bool = False,
            enum: tuple | None = None, kind: str | None = None, flag: str | None = None,
-           metavar: str | None = None):
+           metavar: str | None = None, nullable: bool = False):
     """A field of `Options`: its `default`, `help` (one line), bounds (inclusive; `minimum`
     exclusive where `exclusive_minimum`) or allowed values `enum`. `kind` names the check of a
     composite value ("blend": a list of weights or null, "layer_weights": {layer: weight});
     otherwise the annotation's type decides. `flag`/`metavar`: the command line's, where not
-    ``--name-with-dashes``."""
+    ``--name-with-dashes``. `nullable`: None (JSON null) is a value too."""
     return dataclasses.field(default=default, metadata={
         "help": help, "minimum": minimum, "maximum": maximum, "exclusive_minimum": exclusive_minimum,
-        "enum": enum, "kind": kind, "flag": flag, "metavar": metavar})
+        "enum": enum, "kind": kind, "flag": flag, "metavar": metavar, "nullable": nullable})
 
 
 @dataclass(frozen=True)
@@ -72,6 +78,7 @@ class Spec:
     enum: tuple | None
     flag: str
     metavar: str | None
+    nullable: bool
 
     def bounds(self, limits: Limits) -> tuple[float | None, float | None]:
         return tuple(b(limits) if callable(b) else b for b in (self.minimum, self.maximum))
@@ -79,6 +86,8 @@ class Spec:
     def problem(self, value, limits: Limits) -> str | None:
         """Why `value` is not valid for this option ("must be ..., got ..."), or None."""
         low, high = self.bounds(limits)
+        if value is None and self.nullable:
+            return None
         if self.kind == "integer":
             if isinstance(value, bool) or not isinstance(value, int):
                 return f"must be an integer, got {type(value).__name__}"
@@ -88,7 +97,8 @@ class Spec:
             if not _is_finite_number(value):
                 return f"must be a finite number, got {value!r}"
             if not (low < value if self.exclusive_minimum else low <= value) or value > high:
-                span = f"in ({low:g}, {high:g}]" if self.exclusive_minimum else f"between {low:g} and {high:g}"
+                span = (f"greater than {low:g}" if high == math.inf else f"in ({low:g}, {high:g}]"
+                        if self.exclusive_minimum else f"between {low:g} and {high:g}")
                 return f"must be {span}, got {value!r}"
         elif self.kind == "boolean":
             if not isinstance(value, bool):
@@ -116,8 +126,9 @@ class Spec:
         """This option's JSON Schema (draft 2020-12), with its default and help."""
         low, high = self.bounds(limits)
         if self.kind in ("integer", "number"):
-            schema = {"type": self.kind, "exclusiveMinimum" if self.exclusive_minimum else "minimum": low,
-                      "maximum": high}
+            schema = {"type": [self.kind, "null"] if self.nullable else self.kind,
+                      "exclusiveMinimum" if self.exclusive_minimum else "minimum": low,
+                      **({"maximum": high} if high != math.inf else {})}
         elif self.kind == "boolean":
             schema = {"type": "boolean"}
         elif self.kind == "string":
@@ -163,8 +174,16 @@ class Options:
 
     size: int = option(512, "longest side of the output, px",
                        minimum=lambda limits: limits.min_size, maximum=lambda limits: limits.max_size)
-    steps: int = option(300, "optimizer steps per scale (L-BFGS: iterations, each of which may evaluate "
-                             "the loss more than once)", minimum=1, maximum=lambda limits: limits.max_steps)
+    steps: int = option(100, "optimizer steps at the coarsest scale, each finer scale running step_ratio times "
+                             "the previous one's (L-BFGS: iterations, each of which may evaluate the loss more "
+                             "than once)", minimum=1, maximum=lambda limits: limits.max_steps)
+    step_ratio: float = option(0.4, "steps of each finer scale relative to the previous scale's: a finer scale "
+                                    "starts from the coarser one's picture and has only detail to add, at "
+                                    "several times the cost per step (1: as many)", minimum=0.05, maximum=1.0)
+    max_seconds: float | None = option(
+        None, "time budget of the run, seconds, compiling included: the steps are planned from measured step "
+              "costs (and cut, if need be) to end within it; none: the recipe's steps",
+        minimum=0, exclusive_minimum=True, maximum=lambda limits: limits.max_seconds or math.inf, nullable=True)
     content_weight: float = option(1.0, "weight of the content error (how much of the photo stays)",
                                    minimum=0, maximum=MAX_WEIGHT)
     style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
@@ -192,7 +211,7 @@ class Options:
                       "(the style error is their weighted mean)", kind="layer_weights", metavar="LAYER=W")
     style_scale: float = option(1.0, "style image size relative to the content's current scale (never "
                                      "upscaled past its own pixels)", minimum=0.1, maximum=4.0)
-    average_decay: float = option(0.99, "decay per step of the iterates' moving average, the result (0: the "
+    average_decay: float = option(0.97, "decay per step of the iterates' moving average, the result (0: the "
                                         "last iterate); smooths away the iterates' pixel noise",
                                   minimum=0.0, maximum=0.999)
 
@@ -245,11 +264,17 @@ class Options:
 
 
 _KINDS = {int: "integer", float: "number", bool: "boolean", str: "string"}
+
+
+def _not_none(hint):
+    """The type of `X | None` (a nullable option's annotation) is X's."""
+    return next(t for t in typing.get_args(hint) if t is not type(None)) if typing.get_args(hint) else hint
 SPECS = tuple(
-    Spec(name=f.name, kind=f.metadata["kind"] or _KINDS[hint], default=f.default, help=f.metadata["help"],
+    Spec(name=f.name, kind=f.metadata["kind"] or _KINDS[_not_none(hint)], default=f.default, help=f.metadata["help"],
          minimum=f.metadata["minimum"], maximum=f.metadata["maximum"],
          exclusive_minimum=f.metadata["exclusive_minimum"], enum=f.metadata["enum"],
-         flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"), metavar=f.metadata["metavar"])
+         flag=f.metadata["flag"] or "--" + f.name.replace("_", "-"), metavar=f.metadata["metavar"],
+         nullable=f.metadata["nullable"])
     for f, hint in zip(dataclasses.fields(Options), typing.get_type_hints(Options).values()))
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}
 

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import color, losses, optim, problem, shapes
+from nst_jax import color, losses, optim, problem, schedule, shapes
 from nst_jax import images as image_ops
 from nst_jax.model import Model, load_model
 from nst_jax.errors import OptionsError
@@ -35,7 +36,10 @@ class Progress:
     loss the weighted total loss of the last step; elapsed seconds since the start;
     preview the current image (H, W, 3) in [0, 1], included now and then, else None;
     evaluations of the loss at this scale so far (Adam: one a step; L-BFGS: its line
-    searches may take more).
+    searches may take more); seconds_left the estimated seconds until the run ends, from
+    step costs measured in this process (`nst_jax.schedule`); budget_cut whether the time
+    budget (`Options.max_seconds`) cut the recipe's steps, in which case `total` is the
+    steps of the plan cut to fit, and the last report's `step == total` the steps that ran.
     """
 
     step: int
@@ -47,6 +51,8 @@ class Progress:
     elapsed: float
     preview: np.ndarray | None = None
     evaluations: int = 0
+    seconds_left: float | None = None
+    budget_cut: bool = False
 
 
 class _GramCache:
@@ -123,10 +129,32 @@ def batch_key(job: Job) -> tuple | None:
     scale, steps, content and style layers (everything a compiled program depends on). None for a job
     that runs alone: L-BFGS would share one line search across a batch, and a result must not
     depend on what it was batched with."""
-    if job.options.optimizer != "adam":
+    o = job.options
+    if o.optimizer != "adam":
         return None
-    return (scale_shapes(job.content.shape, job.options), job.options.steps, job.options.content_layer,
-            tuple(name for name, _ in job.options.style_layers))
+    return (scale_shapes(job.content.shape, o), o.steps, o.step_ratio, o.max_seconds, o.content_layer,
+            tuple(name for name, _ in o.style_layers))
+
+
+def plan(content_shape: tuple[int, ...], options: Options) -> schedule.Plan:
+    """The recipe's steps at each scale of `scale_shapes`, before any time budget."""
+    return schedule.plan_for(scale_shapes(content_shape, options), options.steps, options.step_ratio)
+
+
+def step_costs(model: Model) -> schedule.StepCosts:
+    """This process's measured step costs on `model`'s device."""
+    return schedule.device_costs(model.device)
+
+
+def check_budget(content_shape: tuple[int, ...], options: Options, model: Model, batch: int = 1) -> None:
+    """Raise OptionsError where `options.max_seconds` is too small for a useful picture of a
+    `content_shape` content image at `options.size` on this machine (`schedule.minimum_seconds`)."""
+    if options.max_seconds is None:
+        return
+    need = schedule.minimum_seconds(plan(content_shape, options), step_costs(model), batch)
+    if options.max_seconds < need:
+        raise OptionsError(f"option 'max_seconds' {options.max_seconds:g} is too small for a {options.size} px "
+                           f"picture on this machine ({model.device}): it needs at least {math.ceil(need)} s")
 
 
 @dataclass
@@ -196,12 +224,20 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     loss_weights = problem.loss_weights([j.options for j in jobs])
     lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
     decay = jnp.asarray([j.options.average_decay for j in jobs], jnp.float32)
-    scales = scale_shapes(jobs[0].content.shape, first)
-    steps = first.steps
-    preview_every = max(1, steps // 10)
+    costs, batch = step_costs(model), len(jobs)
+    check_budget(jobs[0].content.shape, first, model, batch)
     start = time.perf_counter()
+    end = math.inf if first.max_seconds is None else start + first.max_seconds
+    recipe = plan(jobs[0].content.shape, first)
+    run = _Run(recipe, recipe)
     image, carry = None, None
-    for index, shape in enumerate(scales):
+    for index, shape in enumerate(recipe.shapes):
+        scale_start = time.perf_counter()
+        run.replan(index, end - scale_start, costs, batch)
+        if index > 0 and end - scale_start < costs.setup(shape, batch) + costs.step(shape, batch):
+            run.end_here()  # no time for this scale: the picture of the last one is the result
+            break
+        steps = run.plan.steps[index]
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
         objective = problem.Problem.of(model, _batch_targets(model, prepared, contents), loss_weights)
         if image is None:
@@ -209,33 +245,107 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
         else:  # the previous scale's result
             image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in image])
         image = jnp.asarray(image, jnp.float32)
+        clock = _ScaleClock(costs, shape, batch, scale_start)
+        # the time the later scales need, at their planned steps, is kept for them
+        deadline = end - run.plan.seconds(costs, batch, index + 1)
 
-        def report(done, losses_, current, evaluations, index=index, shape=shape):
-            with_preview = done == steps or done % preview_every == 0
-            for i, p in enumerate(prepared):
-                if p.outcome is not None or p.job.on_progress is None:
-                    continue
-                try:
-                    p.job.on_progress(Progress(
-                        step=index * steps + done, total=steps * len(scales), scale=index, scales=len(scales),
-                        shape=shape, loss=float(losses_[i]), elapsed=time.perf_counter() - start,
-                        preview=np.asarray(current[i]) if with_preview else None, evaluations=evaluations))
-                except Exception as e:  # noqa: BLE001  (the job's own choice to stop, e.g. Cancelled)
-                    p.outcome = e
-            return any(p.outcome is None for p in prepared)
+        def report(done, losses_, current, evaluations, index=index, shape=shape, clock=clock, deadline=deadline):
+            now = clock.observe(done)
+            run.losses = losses_
+            left = min(end - now, schedule.seconds_left(run.plan, index, done, costs, batch))
+            _emit(prepared, lambda i: Progress(
+                step=run.steps_before(index) + done, total=run.plan.total, scale=index, scales=len(recipe.shapes),
+                shape=shape, loss=float(losses_[i]), elapsed=now - start, preview=np.asarray(current[i]),
+                evaluations=evaluations, seconds_left=max(0.0, left), budget_cut=run.cut))
+            clock.done = done
+            return any(p.outcome is None for p in prepared) and (first.optimizer == "adam" or now < deadline)
 
         if first.optimizer == "lbfgs":
             image = optim.lbfgs(image, objective, steps, report)
         else:
             carry = optim.AdamCarry.start(image) if carry is None else optim.resize_carry(carry, image)
-            carry = optim.adam(carry, objective, lr, decay, steps, report)
+            carry = optim.adam(carry, objective, lr, decay, steps, report, deadline=deadline)
             image = carry.result()
+        run.ran(index, clock.done)
         if all(p.outcome is not None for p in prepared):
             break
+    if run.cut:  # the last report said what was planned then: say what ran
+        now = time.perf_counter()
+        last = max(0, len(run.ran_steps) - 1)
+        _emit(prepared, lambda i: Progress(
+            step=run.plan.total, total=run.plan.total, scale=last, scales=len(recipe.shapes),
+            shape=recipe.shapes[last], loss=float(run.losses[i]) if run.losses is not None else math.nan, elapsed=now - start, preview=np.asarray(image[i]),
+            seconds_left=0.0, budget_cut=True))
     for p, im in zip(prepared, np.asarray(image)):
         if p.outcome is None:
             p.outcome = p.finish(im)
     return [p.outcome for p in prepared]
+
+
+@dataclass
+class _Run:
+    """The steps of a run as it goes: the plan (the recipe's, cut to the time budget, and cut
+    again where a scale ran short), the steps each finished scale ran."""
+
+    plan: schedule.Plan
+    recipe: schedule.Plan
+    ran_steps: list[int] = field(default_factory=list)
+    losses: np.ndarray | None = None  # (N,) of the latest report
+
+    @property
+    def cut(self) -> bool:
+        return self.plan.steps != self.recipe.steps
+
+    def replan(self, index: int, seconds: float, costs: schedule.StepCosts, batch: int) -> None:
+        """At the start of scale `index`: the recipe's steps from here on, cut to fit `seconds` by
+        the costs measured so far (which may give back steps an earlier estimate took)."""
+        rest = schedule.Plan(self.recipe.shapes, (*self.ran_steps, *self.recipe.steps[index:]))
+        self.plan = rest.fit(seconds, costs, batch, first_scale=index)
+
+    def steps_before(self, index: int) -> int:
+        return sum(self.ran_steps[:index])
+
+    def ran(self, index: int, steps: int) -> None:
+        """Scale `index` ran `steps` steps; a scale not reached runs none."""
+        self.ran_steps.append(steps)
+        self.plan = schedule.Plan(self.plan.shapes, (*self.ran_steps, *self.plan.steps[index + 1:]))
+
+    def end_here(self) -> None:
+        """No later scale runs."""
+        self.plan = schedule.Plan(self.plan.shapes, (*self.ran_steps, *[0] * (len(self.plan.steps) - len(self.ran_steps))))
+
+
+class _ScaleClock:
+    """Measures a scale's costs from its progress reports into `costs`: the seconds before the
+    first report, less its steps, are the scale's setup (targets, compiling); the seconds between
+    reports over the steps between them, the cost of a step (reporting included)."""
+
+    def __init__(self, costs: schedule.StepCosts, shape, batch: int, start: float):
+        self.costs, self.shape, self.batch = costs, shape, batch
+        self.start, self.last, self.last_done, self.done = start, None, 0, 0
+
+    def observe(self, done: int) -> float:
+        """A report after `done` steps of this scale; returns the time now."""
+        now = time.perf_counter()
+        if self.last is None:
+            step = self.costs.step(self.shape, self.batch)
+            self.costs.record(self.shape, self.batch, setup_s=max(0.0, now - self.start - done * step))
+        elif done > self.last_done:
+            self.costs.record(self.shape, self.batch, step_s=(now - self.last) / (done - self.last_done))
+        self.last, self.last_done = now, done
+        return now
+
+
+def _emit(prepared: Sequence[_Prepared], progress: Callable[[int], Progress]) -> None:
+    """Hand `progress(i)` to each job still going that has a callback; a job whose callback
+    raises is stopped, with the exception as its outcome (its own choice, e.g. Cancelled)."""
+    for i, p in enumerate(prepared):
+        if p.outcome is not None or p.job.on_progress is None:
+            continue
+        try:
+            p.job.on_progress(progress(i))
+        except Exception as e:  # noqa: BLE001
+            p.outcome = e
 
 
 def stylize(content: np.ndarray, styles: Sequence[np.ndarray], options: Options = Options(),

@@ -14,19 +14,20 @@ from nst_jax import Limits, errors
 def test_the_defaults_without_environment():
     settings = Settings.from_env({})
     assert settings == dataclasses.replace(Settings(), web_dir=settings.web_dir)
-    assert settings.limits == Limits(min_size=32, max_size=1024, max_steps=1000)
+    assert settings.limits == Limits(min_size=32, max_size=1024, max_steps=1000, max_seconds=240)
     assert (settings.web_dir / "index.html").is_file()
 
 
 def test_every_setting_comes_from_its_variable(tmp_path):
     settings = Settings.from_env({
-        "NEURASTYLE_MAX_SIZE": "2e3", "NEURASTYLE_MAX_STEPS": "50", "NEURASTYLE_MAX_PIXELS": "1000",
+        "NEURASTYLE_MAX_SIZE": "2e3", "NEURASTYLE_MAX_STEPS": "50", "NEURASTYLE_MAX_SECONDS": "90",
+        "NEURASTYLE_MAX_PIXELS": "1000",
         "NEURASTYLE_MAX_BODY_BYTES": "2000", "NEURASTYLE_MAX_CONCURRENT": "2", "NEURASTYLE_MAX_QUEUE": "0",
         "NEURASTYLE_MAX_BATCH": "1", "NEURASTYLE_MAX_UPLOADS": "3", "NEURASTYLE_READ_TIMEOUT_S": "4",
         "NEURASTYLE_BODY_TIMEOUT_S": "20", "NEURASTYLE_DEADLINE_S": "2.5", "NEURASTYLE_DRAIN_S": "5",
         "NEURASTYLE_CORS_ORIGINS": " https://a.example, ,https://b.example", "NEURASTYLE_WEB_DIR": str(tmp_path),
         "THREADS": "6"})
-    assert settings == Settings(limits=Limits(max_size=2000, max_steps=50), max_pixels=1000, max_body_bytes=2000,
+    assert settings == Settings(limits=Limits(max_size=2000, max_steps=50, max_seconds=90), max_pixels=1000, max_body_bytes=2000,
                                 max_concurrent=2, max_queue=0, max_batch=1, max_uploads=3, read_timeout_s=4,
                                 body_timeout_s=20, deadline_s=2.5, drain_s=5,
                                 cors_origins=("https://a.example", "https://b.example"), web_dir=Path(tmp_path),
@@ -48,7 +49,7 @@ def test_the_server_has_a_thread_for_every_admitted_request():
     assert Settings(threads=5).server_threads() == 5
 
 
-@pytest.mark.parametrize("name", ["NEURASTYLE_DEADLINE_S", "NEURASTYLE_MAX_QUEUE", "THREADS"])
+@pytest.mark.parametrize("name", ["NEURASTYLE_DEADLINE_S", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_MAX_SECONDS", "THREADS"])
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e999"])
 def test_bad_settings_are_refused_naming_the_variable(name, value):
     with pytest.raises(errors.NSTError, match=name):
@@ -79,6 +80,7 @@ def test_the_librarys_own_limits_are_a_deployments_largest(function):
     library = Limits()
     settings = Settings.from_env({"NEURASTYLE_MAX_SIZE": str(library.max_size),
                                   "NEURASTYLE_MAX_STEPS": str(library.max_steps)})
-    assert settings.limits == library
+    # the library sets no time ceiling; a deployment always has one (NEURASTYLE_MAX_SECONDS)
+    assert settings.limits == dataclasses.replace(library, max_seconds=240)
     client, _ = function(limits=settings.limits)
     assert client.get("/config").get_json()["limits"]["max_size"] == library.max_size

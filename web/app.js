@@ -123,6 +123,7 @@ function options() {
   const chosen = { size: Number($("size").value), steps: Number($("steps").value) };
   if (!$("strength").disabled) chosen.style_weight = defaults.style_weight * styleFactor();
   if (!$("optimizer").disabled) chosen.optimizer = $("optimizer").value;
+  if ($("max-seconds").value) chosen.max_seconds = Number($("max-seconds").value);
   return chosen;
 }
 
@@ -135,6 +136,16 @@ function setRange(id, min, max, value) {
   // A range snaps its value to min + k × step: keep the function's default reachable.
   if ((value - Number(input.min)) % Number(input.step) !== 0) input.step = 1;
   input.value = value;
+}
+
+// The time limits on offer: none above the deployment's ceiling, whose value "The server's" names.
+function showTimeLimits(schema) {
+  const ceiling = schema.maximum;
+  if (!Number.isFinite(ceiling)) return;
+  for (const choice of $("max-seconds").options) {
+    if (choice.value === "") choice.textContent = `The server's (${secondsText(ceiling).replace("about ", "")})`;
+    else choice.disabled = Number(choice.value) > ceiling;
+  }
 }
 
 // Option defaults, this deployment's limits and the built-in paintings, from GET config beside the API URL.
@@ -160,6 +171,7 @@ async function loadConfig() {
     $("optimizer").value = defaults.optimizer;
     $("optimizer").disabled = false;
   }
+  showTimeLimits((config.options || {}).max_seconds || {});
   showSettings();
   showPresets(config.style_presets || [], url);
 }
@@ -177,9 +189,46 @@ function setBusy(busy) {
   $("status").hidden = !busy && $("progress").value === 0;
 }
 
+// The bar and "about N s left" move with time: each progress line says how long the run has
+// taken and how long it will still take; between lines the page counts down on its own clock.
+const clock = { elapsed: 0, left: null, at: 0, fraction: 0, timer: null };
+
+function secondsText(seconds) {
+  if (seconds < 1.5) return "about a second";
+  if (seconds < 90) return `about ${Math.round(seconds)} s`;
+  return `about ${Math.round(seconds / 60)} min`;
+}
+
+function showTime() {
+  if (clock.left === null) return;
+  const since = (performance.now() - clock.at) / 1000;
+  const left = Math.max(0, clock.left - since);
+  const elapsed = clock.elapsed + since;
+  // Never backwards: a new estimate may be longer than the last one was.
+  clock.fraction = Math.max(clock.fraction, elapsed / Math.max(elapsed + left, 1e-9));
+  $("progress").value = clock.fraction;
+  $("time-left").textContent = left > 0 ? `${secondsText(left)} left` : "finishing…";
+}
+
+function startClock() {
+  stopClock();
+  Object.assign(clock, { elapsed: 0, left: null, at: performance.now(), fraction: 0 });
+  $("progress").max = 1;
+  $("progress").value = 0;
+  $("time-left").textContent = "";
+  clock.timer = setInterval(showTime, 250);
+}
+
+function stopClock() {
+  if (clock.timer !== null) clearInterval(clock.timer);
+  clock.timer = null;
+}
+
 function showProgress(event) {
-  $("progress").max = event.total;
-  $("progress").value = event.step;
+  if (Number.isFinite(event.seconds_left) && Number.isFinite(event.elapsed)) {
+    Object.assign(clock, { elapsed: event.elapsed, left: event.seconds_left, at: performance.now() });
+    showTime();
+  }
   const scale = event.scales > 1 ? ` · scale ${event.scale + 1} of ${event.scales}` : "";
   $("step-text").textContent = `Step ${event.step} of ${event.total}${scale}`;
   if (event.preview) {
@@ -198,9 +247,14 @@ function showResult(event) {
   resultUrl = URL.createObjectURL(base64ToBlob(event.image, "image/png"));
   $("result-image").src = resultUrl;
   $("download").href = resultUrl;
-  $("result-info").textContent = `${event.width}×${event.height} px · ${event.steps} steps · ${event.elapsed_s.toFixed(1)} s`;
+  const cut = event.budget_cut ? " (the time limit cut the plan short)" : "";
+  $("result-info").textContent =
+    `${event.width}×${event.height} px · ${event.steps} steps${cut} · ${event.elapsed_s.toFixed(1)} s`;
   $("live").hidden = true;
   $("result").hidden = false;
+  stopClock();
+  $("progress").value = $("progress").max;
+  $("time-left").textContent = "";
   $("step-text").textContent = "Done.";
 }
 
@@ -248,7 +302,7 @@ async function stylize(event) {
     return;
   }
   $("result").hidden = true;
-  $("progress").value = 0;
+  startClock();
   $("step-text").textContent = "Starting… the first run of a size also compiles the model.";
   $("status").hidden = false;
   controller = new AbortController();
@@ -280,6 +334,8 @@ async function stylize(event) {
     if (e.name === "AbortError") $("step-text").textContent = "Cancelled.";
     else showError(`Could not reach the server (${e.message}).`);
   } finally {
+    stopClock();
+    if (!finished) $("time-left").textContent = "";
     controller = null;
     setBusy(false);
   }

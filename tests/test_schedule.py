@@ -1,0 +1,60 @@
+"""The plan of a run and its time: steps per scale, estimated seconds, fitting a budget."""
+
+from __future__ import annotations
+
+import pytest
+
+from nst_jax import schedule
+from nst_jax.schedule import Plan, StepCosts
+
+
+def test_finer_scales_run_fewer_steps():
+    assert schedule.scale_steps(3, 100, 0.4) == (100, 40, 16)
+    assert schedule.scale_steps(1, 7, 0.4) == (7,)
+    assert schedule.scale_steps(2, 300, 1.0) == (300, 300)  # the seed recipe: as many at every scale
+    assert schedule.scale_steps(3, 1, 0.1) == (1, 1, 1)  # never a scale without a step
+
+
+def test_costs_measured_replace_the_defaults_and_scale_with_pixels():
+    costs = StepCosts("cpu")
+    default = costs.step((256, 256))
+    assert default == pytest.approx(schedule.DEFAULT_COSTS["cpu"][0] * 256 * 256 / 1e6)
+    costs.record((256, 256), 1, step_s=0.1, setup_s=9.0)  # its first run: compiling
+    assert costs.step((256, 256)) == 0.1 and costs.setup((256, 256)) == pytest.approx(0.1 * schedule.SETUP_IN_STEPS)
+    costs.record((256, 256), 1, setup_s=2.0)
+    assert costs.setup((256, 256)) == 2.0
+    assert costs.step((512, 512)) == pytest.approx(0.4)  # four times the pixels
+    assert costs.step((256, 256), batch=2) == pytest.approx(0.2)
+    assert costs.setup((512, 512)) == schedule.DEFAULT_COSTS["cpu"][1]  # never ran: may compile
+    costs.record((512, 512), 1, step_s=0.35)
+    assert costs.step((512, 512)) == 0.35
+
+
+def measured(*shapes_and_costs) -> StepCosts:
+    """StepCosts with (shape, step_s, setup_s) measured as a second run would (compiled)."""
+    costs = StepCosts("cpu")
+    for shape, step_s, setup_s in shapes_and_costs:
+        costs.record(shape, 1, step_s=step_s, setup_s=setup_s)
+        costs.record(shape, 1, setup_s=setup_s)
+    return costs
+
+
+def test_plan_seconds_and_fitting_a_budget():
+    costs = measured(((256, 256), 0.1, 1.0), ((512, 512), 0.4, 1.0))
+    plan = Plan(((256, 256), (512, 512)), (100, 40))
+    assert plan.total == 140
+    assert plan.seconds(costs) == pytest.approx(1 + 10 + 1 + 16)
+    assert plan.fit(60, costs) is plan
+    half = plan.fit(2 + 13, costs)  # the steps' 26 s cut to 13 s
+    assert half.steps == (50, 20) and half.seconds(costs) <= 15
+    later = plan.fit(1 + 8, costs, first_scale=1)  # only the fine scale is left to cut
+    assert later.steps == (100, 20)
+    assert schedule.seconds_left(plan, 0, 60, costs) == pytest.approx(40 * 0.1 + 1 + 40 * 0.4)
+    assert schedule.seconds_left(plan, 1, 40, costs) == 0
+
+
+def test_the_smallest_useful_budget_is_a_fraction_of_the_plan():
+    costs = measured(((256, 256), 0.1, 1.0))
+    plan = Plan(((256, 256),), (100,))
+    assert schedule.minimum_seconds(plan, costs) == pytest.approx(1 + 0.1 * schedule.MIN_STEPS)
+    assert schedule.minimum_seconds(Plan(((256, 256),), (3,)), costs) == pytest.approx(1 + 0.1 * 3)
