@@ -10,7 +10,14 @@ from nst_jax import errors
 
 from functions.admission import Refused
 
-STATUS = {  # error code -> HTTP status; any other NSTError code is a 400
+STATUS = {  # error code -> HTTP status (every code the function answers with); any other is a 400
+    "invalid_request": 400,
+    "invalid_json": 400,
+    "invalid_base64": 400,
+    "invalid_option": 400,
+    "invalid_image": 400,
+    "unsupported_format": 400,
+    "unknown_style_preset": 400,
     "not_found": 404,
     "method_not_allowed": 405,
     "request_timeout": 408,

@@ -4,6 +4,7 @@ the serving machinery and back. functions-framework sends every path here:
   POST /  or  POST /stylize   stylize; JSON in, JSON (or NDJSON with "stream": true) out
   GET  /healthz               {"ready", "device", "weights", "load"}; 503 while weights are missing
   GET  /config                {"defaults", "limits", "options", "style_presets"}, read by the page
+  GET  /openapi.json          this contract as OpenAPI 3.1 (`openapi.py`)
   GET  /, GET /<file>         the web page, files of web/ only
   OPTIONS *                   CORS preflight
 
@@ -24,7 +25,7 @@ import flask
 import functions_framework
 from werkzeug.exceptions import HTTPException
 
-from functions import connection, http_errors, parsing, requestlog, serving
+from functions import connection, http_errors, openapi, parsing, requestlog, serving
 from nst_jax import errors
 
 SERVICE = serving.process_service()  # tests put their own in its place
@@ -68,6 +69,9 @@ def route(request: flask.Request) -> flask.Response:
     if path == "config":
         require(method, "GET, HEAD")
         return json_response(SERVICE.config())
+    if path == "openapi.json":
+        require(method, "GET, HEAD")
+        return json_response(openapi.document(SERVICE.settings, SERVICE.presets.names()))
     if path == "stylize":
         require(method, "POST, OPTIONS")
     file = static_file(path, SERVICE.settings.web_dir)

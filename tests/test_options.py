@@ -19,7 +19,7 @@ from nst_jax import model as model_lib
 from nst_jax.cli import build_parser, stylize_options
 from nst_jax.config import Config
 from nst_jax.errors import OptionsError
-from nst_jax.options import SPECS, Limits, Options, options_json_schema
+from nst_jax.options import RECIPES, SPECS, Limits, Options, options_json_schema
 
 LIMITS = Limits(max_size=1024, max_steps=1000)
 # Valid and invalid values of every kind of option, one option at a time.
@@ -141,3 +141,50 @@ def test_config_options_give_the_pages_ranges(function):
     assert (size["minimum"], size["maximum"], steps["minimum"], steps["maximum"]) == (32, 640, 1, 100)
     assert config["options"]["optimizer"]["enum"] == ["adam", "lbfgs"]
     assert {name: p["default"] for name, p in config["options"].items() if name != "recipe"} == config["defaults"]
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"size": 16}, "size"),
+    ({"size": 10**6}, "size"),
+    ({"steps": 0}, "steps"),
+    ({"steps": "10"}, "steps"),
+    ({"size": 2.5}, "size"),
+    ({"lr": 0}, "lr"),
+    ({"lr": float("nan")}, "lr"),
+    ({"style_weight": -1}, "style_weight"),
+    ({"init": "zeros"}, "init"),
+    ({"preserve_color": "yes"}, "preserve_color"),
+    ({"colour": True}, "unknown"),
+    ({"style_blend": [1, -1]}, "style_blend"),
+    ({"style_blend": "1,2"}, "style_blend"),
+    ({"seed": True}, "seed"),
+])
+def test_options_reject_bad_values_naming_the_field(values, message):
+    with pytest.raises(OptionsError, match=message):
+        Options.from_mapping(values, Limits(max_size=1024, max_steps=1000))
+
+
+def test_options_accept_json_numbers_and_check_blend_length():
+    o = Options.from_mapping({"size": 64.0, "steps": 3, "style_weight": 10, "style_blend": [1, 3]}, n_styles=2)
+    assert (o.size, o.style_blend) == (64, (1, 3))
+    with pytest.raises(OptionsError, match="2 weights for 3"):
+        Options.from_mapping({"style_blend": [1, 3]}, n_styles=3)
+
+
+def test_recipe_options_are_validated():
+    assert Options.from_mapping({"recipe": "seed", "steps": 5}) == Options(**{**RECIPES["seed"], "steps": 5})
+    for bad, name in (({"recipe": "best"}, "recipe"), ({"content_layer": "block9_conv1"}, "content_layer"),
+                      ({"style_scale": 0}, "style_scale"), ({"style_scale": 5}, "style_scale"),
+                      ({"scale_ratio": 1}, "scale_ratio"), ({"min_scale": 16}, "min_scale"),
+                      ({"average_decay": 1}, "average_decay"), ({"content_layer": 4}, "content_layer")):
+        with pytest.raises(OptionsError, match=name):
+            Options.from_mapping(bad)
+
+
+def test_numbers_beyond_a_float_are_an_options_error_not_a_crash():
+    for bad in ({"style_weight": 10 ** 400}, {"style_blend": [1, 10 ** 400]}, {"lr": -10 ** 400},
+                {"scale_ratio": 10 ** 400}, {"size": 10 ** 400}, {"init": "x" * 10 ** 5}):
+        with pytest.raises(OptionsError, match=next(iter(bad))) as e:
+            Options.from_mapping(bad, n_styles=2 if "style_blend" in bad else None)
+        assert len(str(e.value)) <= 201  # what was sent is not echoed whole
+

@@ -1,0 +1,67 @@
+"""The Adam loop (`optim.run_steps`): compiled loop against single steps, the averaged
+iterate, the state carried into the next scale."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import gradient_image
+
+import jax
+from nst_jax import optim, transfer
+from nst_jax.options import Options
+from nst_jax.problem import Problem
+
+
+@pytest.fixture(scope="module")
+def single_scale(model):
+    """(content image (1, 32, 32, 3), its `Problem` against one style, content/style/tv weighted 1/10/0.01)."""
+    content = gradient_image(32, 32)[None]
+    targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options())
+    return content, Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
+
+
+def test_the_compiled_loop_matches_step_by_step(single_scale):
+    """Four steps in one compiled loop give what four calls of one step give, averages included."""
+    content, problem = single_scale
+    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+    def start():
+        return optim.AdamCarry.start(jax.numpy.asarray(content))
+    carry = start()
+    for _ in range(4):
+        carry, loss_step = optim.run_steps(carry, 1, problem, *hyper)
+    looped, loss_loop = optim.run_steps(start(), 4, problem, *hyper)
+    np.testing.assert_allclose(np.asarray(looped.image), np.asarray(carry.image), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(looped.result()), np.asarray(carry.result()), atol=1e-4)
+    np.testing.assert_allclose(np.asarray(loss_loop), np.asarray(loss_step), rtol=1e-3)
+
+
+def test_the_result_is_the_average_of_the_iterates(single_scale):
+    """With decay d the result is sum_t d^(n-t) (1-d) x_t / (1 - d^n): a bias-corrected moving average."""
+    content, problem = single_scale
+    lr, decay = jax.numpy.asarray([0.05]), 0.5
+    carry, iterates = optim.AdamCarry.start(jax.numpy.asarray(content)), []
+    for _ in range(3):
+        carry, _ = optim.run_steps(carry, 1, problem, lr, jax.numpy.asarray([decay]))
+        iterates.append(np.asarray(carry.image))
+    expected = sum(decay ** (2 - t) * (1 - decay) * x for t, x in enumerate(iterates)) / (1 - decay ** 3)
+    np.testing.assert_allclose(np.asarray(carry.result()), expected, atol=1e-5)
+    assert np.abs(expected - iterates[-1]).max() > 1e-3  # so the average is not just the last iterate
+    none, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 3, problem, lr,
+                              jax.numpy.asarray([0.0]))
+    np.testing.assert_allclose(np.asarray(none.result()), iterates[-1], atol=1e-5)
+
+
+def test_adam_state_carries_into_the_next_scale(single_scale):
+    """The moments are resized with the image, so the next scale does not start with Adam's
+    sign-like first steps; the average starts again."""
+    content, problem = single_scale
+    carry, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 5, problem,
+                               jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+    bigger = jax.numpy.asarray(gradient_image(64, 64)[None])
+    moved = optim.resize_carry(carry, bigger)
+    assert moved.adam.mu.shape == moved.adam.nu.shape == bigger.shape
+    assert int(moved.adam.count) == 5 and float(moved.average_weight[0]) == 0.0
+    np.testing.assert_allclose(float(jax.numpy.mean(moved.adam.nu)), float(jax.numpy.mean(carry.adam.nu)), rtol=0.05)
+    np.testing.assert_array_equal(np.asarray(moved.result()), np.asarray(bigger))
+

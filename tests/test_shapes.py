@@ -1,0 +1,28 @@
+"""Working shapes: aspect buckets, the scales of a multi-scale run, the style image's size."""
+
+from __future__ import annotations
+
+from nst_jax import shapes
+
+
+def test_working_shapes_are_bucketed():
+    found = {shapes.working_shape(h, 1000, 512) for h in range(300, 1001)}
+    assert len(found) <= shapes.ASPECT_BUCKETS and all(w == 512 and h % 32 == 0 for h, w in found)
+
+
+def test_scale_sizes_coarse_to_fine():
+    assert shapes.scale_sizes(512, 128, 2) == [128, 256, 512]
+    assert shapes.scale_sizes(2048, 256, 2) == [256, 512, 1024, 2048]
+    assert shapes.scale_sizes(1024, 256, 2 ** 0.5) == [256, 384, 512, 736, 1024]  # rounded up to 32 px
+    assert shapes.scale_sizes(300, 128, 2) == [160, 320]
+    assert shapes.scale_sizes(256, 256, 2) == [256]
+    assert shapes.scale_sizes(200, 256, 2) == [224]
+
+
+def test_the_style_image_is_never_upscaled():
+    assert shapes.style_longest((640, 1024, 3), 512, 1.0) == 512
+    assert shapes.style_longest((640, 1024, 3), 2048, 1.0) == 1024
+    assert shapes.style_longest((640, 1024, 3), 512, 0.5) == 256
+    assert shapes.style_longest((300, 500, 3), 1024, 1.0) == 480  # its own side, bucketed
+    assert shapes.style_longest((20, 20, 3), 512, 1.0) == shapes.MIN_SIDE
+
