@@ -22,9 +22,10 @@ import numpy as np
 import scipy.ndimage as ndi
 
 from nst_jax import images, losses, shapes
-from nst_jax.options import Options
 
-STYLE_LAYERS = dict(Options().style_layers)  # {layer: weight} of the default recipe
+# {layer: weight}: the five layers of Gatys et al. at equal weights, whatever a recipe weighs,
+# so that recipes compare on one measure
+STYLE_LAYERS = {f"block{i}_conv1": 1.0 for i in range(1, 6)}
 
 LAYOUT_SIDE = 128  # px
 TEXTURE_SIDE = 512  # px

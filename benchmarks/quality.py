@@ -1,18 +1,22 @@
 """The quality benchmark: does a stylized picture keep the photo, take the painting's texture,
-and stay free of dots? Runs fixed content x style pairs at several sizes and recipes, prints a
-table of `measures` per result (QUALITY.md) and writes a contact sheet per size.
+and stay free of dots, and how soon? Runs fixed content x style pairs at several sizes and
+recipes, prints a table of `measures` per result (QUALITY.md), measures each picture as it was
+during the run too (every --checkpoint-every steps: quality against seconds), and writes per
+size a contact sheet (with a row of each pair's pictures as they were after --budgets seconds)
+and the curves of layout and texture against seconds.
 
 The pairs use only pictures the repository may ship: photos that Python packages ship
 (scikit-image, scikit-learn; licences in QUALITY.md) and the public-domain paintings of
-web/styles/. Recipes are option sets of today's library: "default" is `Options()`, "seed"
-`RECIPES["seed"]`, and `NAME:key=value,...` adds one. `--baseline TREE` adds the recipe "landed":
-the default options of another checkout (e.g. `git worktree add /tmp/landed <commit>`), run
-through its own command line.
+web/styles/. Recipes are the library's named ones (`nst_jax.options.RECIPES`: "default",
+"thorough", "seed"), and `NAME:key=value,...` or `NAME:{JSON}` adds one. `--baseline TREE` adds
+the recipe "landed": the default options of another checkout (e.g. `git worktree add
+/tmp/landed <commit>`), run through its own command line. Seconds are those of compiled
+programs: each run is preceded by a one-step run of its shapes.
 
-    python benchmarks/quality.py --sizes 256 512 --baseline /tmp/landed   # CPU
+    python benchmarks/quality.py --sizes 256 512 --pairs astronaut/starry china/ship --recipes thorough default
     python benchmarks/quality.py --sizes 1024 2048 4096       # a GPU
-    python benchmarks/quality.py --sizes 256 --recipes default "b4:content_layer=block4_conv2"
-    python benchmarks/quality.py --report-only --out DIR      # the table and sheets of earlier runs
+    python benchmarks/quality.py --sizes 256 --recipes default 'b3:{"content_layer": "block3_conv2"}'
+    python benchmarks/quality.py --report-only --out DIR      # the table, sheets and curves of earlier runs
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import numpy as np
@@ -37,8 +42,8 @@ from nst_jax import images  # noqa: E402
 from nst_jax.options import RECIPES  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-STYLES = {"starry_night": REPO / "web/styles/starry_night.jpg", "shipwreck": REPO / "web/styles/shipwreck.jpg"}
-RECIPE_OPTIONS = {"default": {}, "seed": RECIPES["seed"]}
+STYLES = {path.stem: path for path in sorted((REPO / "web/styles").glob("*.jpg"))}  # the built-in paintings
+RECIPE_OPTIONS = RECIPES
 PHOTOS = ("astronaut", "china", "rocket", "coffee")
 
 
@@ -57,10 +62,13 @@ def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
 
 
 def parse_recipe(text: str) -> tuple[str, dict]:
-    """"name" of RECIPE_OPTIONS, or "name:key=value,key=value" (values as JSON, else strings)."""
+    """"name" of RECIPE_OPTIONS, "name:key=value,key=value" (values as JSON, else strings) or
+    "name:{JSON object}"."""
     if ":" not in text:
         return text, RECIPE_OPTIONS[text]
     name, _, rest = text.partition(":")
+    if rest.startswith("{"):
+        return name, json.loads(rest)
     values = {}
     for item in filter(None, rest.split(",")):
         key, _, raw = item.partition("=")
@@ -80,13 +88,45 @@ def peak_memory_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def stylize(model, content, style, size, recipe: dict, steps: int | None) -> tuple[np.ndarray, float]:
-    """Today's library with the options of `recipe`: (result, seconds)."""
-    options = nst_jax.Options.from_mapping({"size": size, **({"steps": steps} if steps else {}), **recipe},
+class Checkpoint(NamedTuple):
+    """The averaged image at one progress report: seconds since the run began, optimizer steps done."""
+
+    seconds: float
+    step: int
+    image: np.ndarray
+
+
+def stylize(model, content, style, size, recipe: dict, steps: int | None
+            ) -> tuple[np.ndarray, float, list[Checkpoint]]:
+    """Today's library with the options of `recipe` (`steps`, if given, overrides the recipe's):
+    (result, seconds, the image at every report)."""
+    options = nst_jax.Options.from_mapping({"size": size, **recipe, **({"steps": steps} if steps else {})},
                                            nst_jax.Limits(max_size=8192))
+    reports = []
     start = time.perf_counter()
-    result = nst_jax.stylize(content, [style], options, model=model)
-    return result, time.perf_counter() - start
+    result = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
+    seconds = time.perf_counter() - start
+    return result, seconds, [Checkpoint(p.elapsed, p.step, p.preview) for p in reports if p.preview is not None]
+
+
+def compile_first(model, content, style, size, recipe: dict) -> None:
+    """One step at every scale of `recipe` for this content's shape: the programs the timed run
+    needs are compiled (or read from the cache) beforehand, so its seconds are the steps'."""
+    stylize(model, content, style, size, recipe, 1)
+
+
+def every(checkpoints: list[Checkpoint], steps: int) -> list[Checkpoint]:
+    """The first checkpoint past each multiple of `steps` optimizer steps, and the last."""
+    kept = []
+    for c in checkpoints:
+        if not kept or c.step // steps > kept[-1].step // steps or c is checkpoints[-1]:
+            kept.append(c)
+    return kept
+
+
+def measure(model, result, photo, painting) -> dict:
+    return {"layout": measures.layout(result, photo), "texture": measures.texture(model, result, photo, painting),
+            "dots": measures.dots(result), "noise": measures.noise(result, photo)}
 
 
 def stylize_with_tree(tree: Path, content_path: Path, style_path: Path, size: int, steps: int | None,
@@ -150,6 +190,7 @@ def run(args, recipes: dict) -> None:
             files[name] = args.out / f"input_{name}.png"
             images.write(pixels, files[name])
     print(f"device {model.device}, weights {model.weights.source}, recipes {recipes}")
+    (args.out / "checkpoints").mkdir(exist_ok=True)
     print(TABLE_HEAD)
     runs = ([("landed", None)] if args.baseline else []) + list(recipes.items())
     with open(args.out / "results.jsonl", "a") as log:
@@ -158,21 +199,36 @@ def run(args, recipes: dict) -> None:
                 photo, painting = photos[c], paintings[s]
                 for name, recipe in runs:
                     path = args.out / f"{c}_{s}_{size}_{name}.png"
+                    curve = []
                     if recipe is None:
                         result, seconds = stylize_with_tree(args.baseline, files[c], files[s], size, args.steps, path)
                     else:
-                        result, seconds = stylize(model, photo, painting, size, recipe, args.steps)
+                        compile_first(model, photo, painting, size, recipe)
+                        result, seconds, checkpoints = stylize(model, photo, painting, size, recipe, args.steps)
                         images.write(result, path)
+                        for point in every(checkpoints, args.checkpoint_every):
+                            images.write(point.image, checkpoint_path(args.out, path, point.seconds))
+                            curve.append({"seconds": point.seconds, "step": point.step,
+                                          **measure(model, point.image, photo, painting)})
                     record = {"size": size, "pair": f"{c}/{s}", "recipe": name, "options": recipe,
-                              "steps": args.steps, "layout": measures.layout(result, photo),
-                              "texture": measures.texture(model, result, photo, painting),
-                              "dots": measures.dots(result), "noise": measures.noise(result, photo),
-                              "seconds": seconds, "device": model.device,
+                              "steps": args.steps, **measure(model, result, photo, painting),
+                              "seconds": seconds, "device": model.device, "curve": curve,
                               # another process's memory is not seen from here
                               "peak_mb": peak_memory_mb() if recipe is not None else None}
                     log.write(json.dumps(record) + "\n")
                     log.flush()
                     print(table_row(record), flush=True)
+
+
+def checkpoint_path(out: Path, result_path: Path, seconds: float) -> Path:
+    """Where the image of a result's checkpoint at `seconds` is kept."""
+    return out / "checkpoints" / f"{result_path.stem}_{seconds:07.2f}s.png"
+
+
+def checkpoint_at(out: Path, result_path: Path, curve: list[dict], budget: float) -> tuple[Path, dict] | None:
+    """The last checkpoint of a curve within `budget` seconds: what a run cut there has; None if none is."""
+    within = [point for point in curve if point["seconds"] <= budget]
+    return (checkpoint_path(out, result_path, within[-1]["seconds"]), within[-1]) if within else None
 
 
 TABLE_HEAD = ("| size | pair | recipe | layout | texture | dots ‰ | noise % | seconds | peak MB |\n"
@@ -192,7 +248,7 @@ def summary_row(size: int, recipe: str, rs: list[dict]) -> str:
             f"{mean['noise']:.2f} | {mean['seconds']:.0f} |")
 
 
-def report(out: Path, tile_px: int, photos: dict[str, np.ndarray]) -> None:
+def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list[float]) -> None:
     """From `out`'s results.jsonl (the latest record of each result): the table, the means per
     size and recipe, and a contact sheet per size (photo | painting | each recipe's result |
     a 1:1 crop of the last recipe's), sheet_<size>.png."""
@@ -213,7 +269,7 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray]) -> None:
         shared = set.intersection(*(set(pairs) for pairs in by_recipe.values()))
         for recipe, pairs in by_recipe.items():
             # first over the pairs every recipe ran (so recipes compare), then over all its pairs
-            for chosen in dict.fromkeys((tuple(sorted(shared)), tuple(sorted(pairs)))):
+            for chosen in filter(None, dict.fromkeys((tuple(sorted(shared)), tuple(sorted(pairs))))):
                 print(summary_row(size, recipe, [pairs[p] for p in chosen]))
     paintings = {name: images.read(path) for name, path in STYLES.items()}
     for size in sorted({k[0] for k in records}):
@@ -228,8 +284,48 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray]) -> None:
                 row.append(tile(result, tile_px, f"{recipe} L{r['layout']:.2f} T{r['texture']:.2f}"))
             row.append(crop(result, tile_px, f"{recipes[-1]} 1:1"))
             rows.append(row)
+            budget_row = [tile(np.ones_like(photos[c]), tile_px, "cut at")]
+            for recipe in recipes:
+                r = records[size, pair, recipe]
+                for budget in budgets:
+                    cut = checkpoint_at(out, out / f"{c}_{s}_{size}_{recipe}.png", r.get("curve", []), budget)
+                    if cut is not None:
+                        budget_row.append(tile(images.read(cut[0]), tile_px,
+                                               f"{recipe} {budget:g}s L{cut[1]['layout']:.2f}"))
+            if len(budget_row) > 1:
+                rows.append(budget_row)
         contact_sheet(rows, out / f"sheet_{size}.png")
         print(f"\ncontact sheet: {out / f'sheet_{size}.png'}")
+        plot_curves({k[1:]: r for k, r in records.items() if k[0] == size}, size, out / f"curves_{size}.png")
+
+
+def plot_curves(records: dict, size: int, path: Path) -> None:
+    """Layout and texture against seconds, a line per result, a colour per recipe: curves_<size>.png."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    colours = {}
+    for (pair, recipe), r in records.items():
+        if not r.get("curve"):
+            continue
+        colour = colours.setdefault(recipe, f"C{len(colours)}")
+        t = [p["seconds"] for p in r["curve"]]
+        for ax, key in zip(axes, ("layout", "texture")):
+            ax.plot(t, [p[key] for p in r["curve"]], color=colour, lw=1, marker=".", ms=3,
+                    label=recipe if pair == next(p for p, q in records if q == recipe) else None)
+    axes[0].set(xlabel="seconds (compiled programs; this machine)", ylabel="layout (1 = the photo's)",
+                title=f"{size} px: layout kept")
+    axes[1].set(xlabel="seconds (compiled programs; this machine)", ylabel="texture (1 = the photo's; lower: more style)",
+                yscale="log", title=f"{size} px: texture taken")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    print(f"curves: {path}")
 
 
 def main() -> None:
@@ -240,6 +336,10 @@ def main() -> None:
     p.add_argument("--pairs", nargs="*", help="only pairs whose 'content/style' name contains one of these")
     p.add_argument("--steps", type=int, help="steps per scale (default: the options' default)")
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "quality")
+    p.add_argument("--checkpoint-every", type=int, default=25, metavar="STEPS",
+                   help="measure the picture during the run, every this many optimizer steps")
+    p.add_argument("--budgets", type=float, nargs="*", default=[15, 30, 60], metavar="S",
+                   help="the contact sheet's row of each recipe's picture as it was after these many seconds")
     p.add_argument("--tile", type=int, default=160, help="height of the contact sheets' pictures, px")
     p.add_argument("--report-only", action="store_true", help="no runs: the table and sheets of --out's results")
     p.add_argument("--photos", type=Path, help="read the photos from this folder's PNGs, not from the packages")
@@ -254,7 +354,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         run(args, dict(parse_recipe(r) for r in args.recipes))
-    report(args.out, args.tile, content_photos(args.photos))
+    report(args.out, args.tile, content_photos(args.photos), args.budgets)
 
 
 if __name__ == "__main__":

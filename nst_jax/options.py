@@ -27,13 +27,14 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 RECIPE_HELP = "a named set of the option values; the options given override it"
 # "thorough" is the default before the time work: 300 steps at every scale (about four times the
 # default's time at 512 px, for a look QUALITY.md finds no better).
+EQUAL_STYLE_LAYERS = {f"block{i}_conv1": 1.0 for i in range(1, 6)}
 RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
-             "average_decay": 0.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0,
-             "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)}},
-    "thorough": {"steps": 300, "step_ratio": 1.0, "average_decay": 0.99,
-                 "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)}},
+             "average_decay": 0.0, "content_weight": 1.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0,
+             "style_layers": EQUAL_STYLE_LAYERS},
+    "thorough": {"steps": 300, "step_ratio": 1.0, "average_decay": 0.99, "content_weight": 1.0,
+                 "tv_weight": 10.0, "style_layers": EQUAL_STYLE_LAYERS},
 }
 
 
@@ -162,7 +163,9 @@ def _layer_order(item) -> tuple:
     return (LAYERS.index(name), "") if name in LAYERS else (len(LAYERS), str(name))
 
 
-STYLE_LAYERS = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
+# The shallow layers weigh most (as crowsonkb's style-transfer-pytorch has it): with equal weights
+# the deep layers of these edge-tuned weights put a wrinkled relief on skies and water at 512 px.
+STYLE_LAYERS = tuple((f"block{i}_conv1", float(2 ** (5 - i))) for i in range(1, 6))  # 16:8:4:2:1
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,11 @@ class Options:
         None, "time budget of the run, seconds, compiling included: the steps are planned from measured step "
               "costs (and cut, if need be) to end within it; none: the recipe's steps",
         minimum=0, exclusive_minimum=True, maximum=lambda limits: limits.max_seconds or math.inf, nullable=True)
-    content_weight: float = option(1.0, "weight of the content error (how much of the photo stays)",
+    content_weight: float = option(1.5, "weight of the content error (how much of the photo stays)",
                                    minimum=0, maximum=MAX_WEIGHT)
     style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
                                  minimum=0, maximum=MAX_WEIGHT)
-    tv_weight: float = option(10.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
+    tv_weight: float = option(20.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
     lr: float = option(0.03, "Adam step size, pixel units in [0, 1] per step (unused by L-BFGS)",
                        minimum=0, exclusive_minimum=True, maximum=1)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
@@ -211,7 +214,7 @@ class Options:
                       "(the style error is their weighted mean)", kind="layer_weights", metavar="LAYER=W")
     style_scale: float = option(1.0, "style image size relative to the content's current scale (never "
                                      "upscaled past its own pixels)", minimum=0.1, maximum=4.0)
-    average_decay: float = option(0.97, "decay per step of the iterates' moving average, the result (0: the "
+    average_decay: float = option(0.98, "decay per step of the iterates' moving average, the result (0: the "
                                         "last iterate); smooths away the iterates' pixel noise",
                                   minimum=0.0, maximum=0.999)
 

@@ -132,8 +132,9 @@ def test_stylize_from_the_page(page, pictures, artifacts):
     assert download.get_attribute("href").startswith("blob:")
     assert download.get_attribute("download").endswith(".png")
     progress = page.locator("progress")
-    assert progress.evaluate("p => p.value === p.max && p.max === 3")
+    assert progress.evaluate("p => p.value === p.max")  # the bar is of time, full when done
     assert "Done" in page.locator("#step-text").inner_text()
+    assert "3 steps" in page.locator("#result-info").inner_text()
     assert page.get_by_role("alert").is_hidden()
     assert page.get_by_role("button", name="Stylize").is_enabled()
     page.screenshot(path=str(artifacts / "web-result.png"), full_page=True)
@@ -147,7 +148,8 @@ def test_the_optimizer_can_be_chosen(page, pictures):
         page.get_by_role("button", name="Stylize").click()
     assert sent.value.post_data_json["options"]["optimizer"] == "lbfgs"
     page.get_by_alt_text("result").wait_for(state="visible", timeout=120_000)
-    assert page.locator("progress").evaluate("p => p.value === p.max && p.max === 3")
+    assert page.locator("progress").evaluate("p => p.value === p.max")
+    assert "3 steps" in page.locator("#result-info").inner_text()
 
 
 def test_a_server_error_is_shown(page, pictures, artifacts):
@@ -317,3 +319,46 @@ def test_a_late_config_keeps_what_the_user_chose(page, live_server):
     assert page.get_by_label("Size").input_value() == "48"
     steps = page.request.get(live_server.url + "/config").json()["defaults"]["steps"]
     assert page.get_by_label("Steps").input_value() == str(steps)
+
+
+# Every 100 ms: (page clock s, the bar's fraction, the seconds-left estimate shown, the step text).
+RECORD_PROGRESS = """
+window.samples = [];
+setInterval(() => {
+  const bar = document.querySelector("progress"), left = document.querySelector("#time-left");
+  if (bar) window.samples.push([performance.now() / 1000, bar.value / bar.max,
+                                left && left.dataset.seconds !== undefined ? Number(left.dataset.seconds) : null,
+                                document.querySelector("#step-text").textContent]);
+}, 100);
+"""
+
+
+def test_the_bar_moves_with_time_and_says_the_time_left(browser, live_server, pictures, artifacts):
+    """A run of several seconds: the bar never goes back and ends full; in the second half of the
+    run the "about N s left" estimate is within 25 % of the time that was really left (while at
+    least a second was: the answer's own encoding and transfer come after the last estimate)."""
+    context = browser.new_context(viewport={"width": 1100, "height": 1000})
+    context.add_init_script(RECORD_PROGRESS)
+    page = context.new_page()
+    page.goto(live_server.url + "/")
+    choose(page, pictures["content"], pictures["style"], size=64, steps=3)
+    page.get_by_role("button", name="Stylize").click()  # compiles the 64 px programs
+    page.get_by_alt_text("result").wait_for(state="visible", timeout=120_000)
+    page.get_by_label("Steps").fill("700")
+    page.evaluate("window.samples = []")
+    page.get_by_role("button", name="Stylize").click()
+    page.get_by_alt_text("result").wait_for(state="visible", timeout=180_000)
+    page.screenshot(path=str(artifacts / "web-time.png"), full_page=True)
+    samples = page.evaluate("window.samples")
+    context.close()
+
+    fractions = [fraction for _, fraction, _, _ in samples]
+    assert all(b >= a for a, b in zip(fractions, fractions[1:])), "the bar went back"
+    assert fractions[-1] == 1
+    running = [(t, left) for t, _, left, text in samples if left is not None and text.startswith("Step")]
+    start, end = running[0][0], next(t for t, _, _, text in samples if text == "Done.")
+    assert end - start > 3, "the run was too short to judge the estimate"
+    second_half = [(t, left) for t, left in running if t >= (start + end) / 2 and end - t >= 1]
+    assert second_half
+    for t, left in second_half:
+        assert abs(left - (end - t)) <= 0.25 * (end - t), (t - start, left, end - t)

@@ -208,6 +208,7 @@ function showTime() {
   clock.fraction = Math.max(clock.fraction, elapsed / Math.max(elapsed + left, 1e-9));
   $("progress").value = clock.fraction;
   $("time-left").textContent = left > 0 ? `${secondsText(left)} left` : "finishing…";
+  $("time-left").dataset.seconds = left.toFixed(2);
 }
 
 function startClock() {
