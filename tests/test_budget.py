@@ -11,7 +11,7 @@ import pytest
 from conftest import gradient_image
 from helpers import assert_error, body
 
-from nst_jax import Options, errors, optim, stylize, transfer
+from nst_jax import Options, errors, optim, schedule, stylize, transfer
 from nst_jax.options import Limits
 
 CONTENT, STYLE = gradient_image(48, 64, seed=0), gradient_image(40, 40, seed=1)
@@ -40,8 +40,9 @@ def test_progress_says_the_seconds_left_down_to_zero(model):
 
 def test_a_budget_cuts_the_plan_and_the_run_ends_within_it(model):
     run(model, size=64, steps=2)  # its programs compiled, its step cost measured
-    budget = 4.0
-    result, reports, seconds = run(model, size=64, steps=100_000 // 32, max_seconds=budget)
+    options = Options(size=64, steps=100_000 // 32)
+    budget = 3 + schedule.minimum_seconds(transfer.plan(CONTENT.shape, options), transfer.step_costs(model))
+    result, reports, seconds = run(model, size=64, steps=options.steps, max_seconds=budget)
     assert result.shape == (48, 64, 3) and np.isfinite(result).all()
     last = reports[-1]
     assert last.budget_cut and last.step == last.total and 1 <= last.total < 100_000 // 32

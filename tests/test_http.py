@@ -161,7 +161,7 @@ def spy_on_stylize():
 
 def test_the_work_stops_when_the_client_goes_away(function):
     run_jobs, record = spy_on_stylize()
-    client, _ = function(run_jobs=run_jobs)
+    client, _ = function(run_jobs=run_jobs, limits=Limits(max_size=1024, max_steps=1000))  # no time ceiling
     r = client.post("/stylize", json={**body(steps=1000), "stream": True}, buffered=False)
     chunks = iter(r.response)
     first = json.loads(next(chunks))
@@ -249,7 +249,8 @@ def test_deployment_limits_default_to_1024_px_and_1000_steps(client):
 
 def test_limits_come_from_the_settings(function):
     c, _ = function(limits=Limits(max_size=48, max_steps=5))
-    assert c.get("/config").get_json()["limits"] == {"min_size": 32, "max_size": 48, "max_steps": 5}
+    assert c.get("/config").get_json()["limits"] == {"min_size": 32, "max_size": 48, "max_steps": 5,
+                                                     "max_seconds": None}
     assert_error(c.post("/stylize", json=body(size=64)), 400, "invalid_option")
     assert_error(c.post("/stylize", json=body(steps=6)), 400, "invalid_option")
     assert c.post("/stylize", json=body(steps=5)).status_code == 200
@@ -460,7 +461,7 @@ def test_config_tells_the_page_the_defaults_limits_and_presets(client):
     assert r.status_code == 200
     config = r.get_json()
     assert config["defaults"] == Options().to_dict()
-    assert config["limits"] == {"min_size": 32, "max_size": 1024, "max_steps": 1000}
+    assert config["limits"] == {"min_size": 32, "max_size": 1024, "max_steps": 1000, "max_seconds": 240}
     assert {p["name"] for p in config["style_presets"]} == {"starry_night", "shipwreck", "great_wave", "udnie",
                                                             "water_lilies", "sakai_hoitsu_cherry"}
     assert_error(client.post("/config"), 405, "method_not_allowed")

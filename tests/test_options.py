@@ -78,7 +78,7 @@ def test_style_layers_from_json_and_from_the_command_line():
     assert stylize_options(args) == from_json == Options(style_layers=given)
     assert from_json.style_layers == (("block1_conv1", 256), ("block2_conv1", 64))  # in the network's order
     assert from_json.to_dict()["style_layers"] == given and hash(from_json) == hash(Options(style_layers=given))
-    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 2.0 ** (5 - i) for i in range(1, 6)}
     with pytest.raises(SystemExit):
         build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--style-layers", "block1_conv1"])
 

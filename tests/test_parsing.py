@@ -23,7 +23,8 @@ def parse(payload, settings: Settings = SETTINGS) -> StylizeRequest:
 def test_a_body_becomes_images_options_and_the_stream_flag():
     request = parse({**body(steps=3), "stream": True})
     assert request.content.shape == (40, 40, 3) and len(request.styles) == 1
-    assert request.options == Options(**{**SMALL, "steps": 3}) and request.stream is True
+    # a request that names no time budget gets the deployment's ceiling
+    assert request.options == Options(**{**SMALL, "steps": 3, "max_seconds": 240}) and request.stream is True
 
 
 def test_several_styles_and_a_preset():
