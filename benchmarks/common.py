@@ -75,8 +75,9 @@ def at_size(image: np.ndarray, longest: int) -> np.ndarray:
 
 
 def problem_of(model, content: np.ndarray, style: np.ndarray, options: Options = Options()) -> problem.Problem:
-    """The `Problem` of one (H, W, 3) content image at its size (no resizing) and a style."""
-    return problem.Problem.of(model, transfer.targets(model, content[None], [style], np.ones(1), options),
+    """The `Problem` of a one-scale run of one (H, W, 3) content image at its size (no resizing)
+    and a style."""
+    return problem.Problem.of(model, transfer.targets(model, content[None], [style], np.ones(1), options, 0),
                               problem.loss_weights([options]))
 
 
@@ -133,7 +134,7 @@ def paired_ratio(a: dict, b: dict) -> float:
 def deepest_layer(arch: str, options: Options = Options()) -> str:
     """The deepest layer a step computes: its content layer or the last style layer."""
     names = layer_names(arch)
-    return max((options.content_layer, *dict(options.style_layers)), key=names.index)
+    return max((options.content_layer, *options.all_style_layers), key=names.index)
 
 
 def step_flops(arch: str, height: int, width: int, last: str | None = None) -> float:

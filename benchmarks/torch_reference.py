@@ -93,7 +93,7 @@ class TorchStylizer:
         self.net, self.options = net, options
         self.device = net.mean.device
         self.content = to_nchw(content, self.device)
-        self.layer_weights = dict(options.style_layers)
+        self.layer_weights = dict(options.style_layers_at(0))  # a one-scale run's
         with torch.no_grad():
             self.target_content = net(self.content, (options.content_layer,))[options.content_layer]
             feats = net(to_nchw(style, self.device), tuple(self.layer_weights))

@@ -25,16 +25,14 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 # recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
 # a total variation weight too small to matter).
 RECIPE_HELP = "a named set of the option values; the options given override it"
-# "thorough" is the default before the time work: 300 steps at every scale (about four times the
-# default's time at 512 px, for a look QUALITY.md finds no better).
-EQUAL_STYLE_LAYERS = {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+# "thorough" is the default before the time work: 300 steps at every scale, about four times the
+# default's time at 512 px (QUALITY.md).
 RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
-             "average_decay": 0.0, "content_weight": 1.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0,
-             "style_layers": EQUAL_STYLE_LAYERS},
+             "average_decay": 0.0, "content_weight": 1.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
     "thorough": {"steps": 300, "step_ratio": 1.0, "average_decay": 0.99, "content_weight": 1.0,
-                 "tv_weight": 10.0, "style_layers": EQUAL_STYLE_LAYERS},
+                 "tv_weight": 10.0},
 }
 
 
@@ -137,7 +135,7 @@ class Spec:
         elif self.kind == "blend":
             schema = {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}, "minItems": 1}
         else:
-            schema = {"type": "object", "propertyNames": {"enum": list(LAYERS)}, "minProperties": 1,
+            schema = {"type": ["object", "null"] if self.nullable else "object", "propertyNames": {"enum": list(LAYERS)}, "minProperties": 1,
                       "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT}}
         return {**schema, "default": self.to_json(self.default), "description": self.help}
 
@@ -145,7 +143,7 @@ class Spec:
         """`value` of this option as JSON has it: a blend as a list, style layers as an object."""
         if self.kind == "blend" and value is not None:
             return list(value)
-        return dict(value) if self.kind == "layer_weights" else value
+        return dict(value) if self.kind == "layer_weights" and value is not None else value
 
 
 def _is_finite_number(value) -> bool:
@@ -163,9 +161,11 @@ def _layer_order(item) -> tuple:
     return (LAYERS.index(name), "") if name in LAYERS else (len(LAYERS), str(name))
 
 
-# The shallow layers weigh most (as crowsonkb's style-transfer-pytorch has it): with equal weights
-# the deep layers of these edge-tuned weights put a wrinkled relief on skies and water at 512 px.
-STYLE_LAYERS = tuple((f"block{i}_conv1", float(2 ** (5 - i))) for i in range(1, 6))  # 16:8:4:2:1
+# The five layers of Gatys et al., equally weighted. Weighing the shallow layers most at the finer
+# scales (`fine_style_layers`, e.g. 16:8:4:2:1 as crowsonkb's style-transfer-pytorch has it) loses
+# the wrinkled relief that the deep layers of these edge-tuned weights put on skies and water at
+# 512 px, but also much of the painting's large strokes there (QUALITY.md).
+STYLE_LAYERS = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
 
 
 @dataclass(frozen=True)
@@ -180,18 +180,18 @@ class Options:
     steps: int = option(100, "optimizer steps at the coarsest scale, each finer scale running step_ratio times "
                              "the previous one's (L-BFGS: iterations, each of which may evaluate the loss more "
                              "than once)", minimum=1, maximum=lambda limits: limits.max_steps)
-    step_ratio: float = option(0.4, "steps of each finer scale relative to the previous scale's: a finer scale "
+    step_ratio: float = option(0.75, "steps of each finer scale relative to the previous scale's: a finer scale "
                                     "starts from the coarser one's picture and has only detail to add, at "
                                     "several times the cost per step (1: as many)", minimum=0.05, maximum=1.0)
     max_seconds: float | None = option(
         None, "time budget of the run, seconds, compiling included: the steps are planned from measured step "
               "costs (and cut, if need be) to end within it; none: the recipe's steps",
         minimum=0, exclusive_minimum=True, maximum=lambda limits: limits.max_seconds or math.inf, nullable=True)
-    content_weight: float = option(1.5, "weight of the content error (how much of the photo stays)",
+    content_weight: float = option(0.25, "weight of the content error (how much of the photo stays)",
                                    minimum=0, maximum=MAX_WEIGHT)
     style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
                                  minimum=0, maximum=MAX_WEIGHT)
-    tv_weight: float = option(20.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
+    tv_weight: float = option(40.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
     lr: float = option(0.03, "Adam step size, pixel units in [0, 1] per step (unused by L-BFGS)",
                        minimum=0, exclusive_minimum=True, maximum=1)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
@@ -212,6 +212,10 @@ class Options:
     style_layers: tuple[tuple[str, float], ...] = option(
         STYLE_LAYERS, "the VGG layers whose Gram matrices carry the painting, with their relative weights "
                       "(the style error is their weighted mean)", kind="layer_weights", metavar="LAYER=W")
+    fine_style_layers: tuple[tuple[str, float], ...] | None = option(
+        None, "style_layers at the scales after the coarsest, which add detail to its picture (none: "
+              "style_layers there too)",
+        kind="layer_weights", metavar="LAYER=W", nullable=True)
     style_scale: float = option(1.0, "style image size relative to the content's current scale (never "
                                      "upscaled past its own pixels)", minimum=0.1, maximum=4.0)
     average_decay: float = option(0.98, "decay per step of the iterates' moving average, the result (0: the "
@@ -221,8 +225,9 @@ class Options:
     def __post_init__(self):
         if isinstance(self.style_blend, list):
             object.__setattr__(self, "style_blend", tuple(self.style_blend))
-        if isinstance(self.style_layers, Mapping):
-            object.__setattr__(self, "style_layers", tuple(sorted(self.style_layers.items(), key=_layer_order)))
+        for name in ("style_layers", "fine_style_layers"):
+            if isinstance(getattr(self, name), Mapping):
+                object.__setattr__(self, name, tuple(sorted(getattr(self, name).items(), key=_layer_order)))
 
     def validate(self, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
         """Check every field against `limits`; returns self. Raises OptionsError naming the field."""
@@ -240,6 +245,16 @@ class Options:
         if self.style_blend is not None and n_styles is not None and len(self.style_blend) != n_styles:
             bad("style_blend", f"has {len(self.style_blend)} weights for {n_styles} style images")
         return self
+
+    def style_layers_at(self, scale: int) -> tuple[tuple[str, float], ...]:
+        """The (layer, weight) pairs of the style error at scale `scale` (0: the coarsest)."""
+        return self.fine_style_layers if scale > 0 and self.fine_style_layers is not None else self.style_layers
+
+    @property
+    def all_style_layers(self) -> tuple[str, ...]:
+        """The names of the style layers of every scale, in the network's order."""
+        pairs = (*self.style_layers, *(self.fine_style_layers or ()))
+        return tuple(dict(sorted(pairs, key=_layer_order)))
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":

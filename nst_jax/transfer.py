@@ -95,15 +95,16 @@ def style_targets(model: Model, styles: Sequence[np.ndarray], blend: np.ndarray,
 
 
 def targets(model: Model, content: np.ndarray, styles: Sequence[np.ndarray], blend: np.ndarray,
-            options: Options) -> dict:
-    """The targets of one image at one scale, by loss term (`nst_jax.losses.TERMS`): content
-    {layer: activations (1, h, w, C)} of `content` (1, H, W, 3) at `options.content_layer`;
-    style {"grams": `style_targets` at this scale, "layer_weights": {layer: (1,)}}; tv None."""
-    layers = tuple(dict(options.style_layers))
+            options: Options, scale: int) -> dict:
+    """The targets of one image at scale `scale` (0: the coarsest), by loss term
+    (`nst_jax.losses.TERMS`): content {layer: activations (1, h, w, C)} of `content` (1, H, W, 3)
+    at `options.content_layer`; style {"grams": `style_targets` at this scale, "layer_weights":
+    {layer: (1,)}} of `options.style_layers_at(scale)`; tv None."""
+    style_layers = options.style_layers_at(scale)
     return {"content": model.features(content, (options.content_layer,)),
             "style": {"grams": style_targets(model, styles, blend, max(content.shape[1:3]), options.style_scale,
-                                             layers),
-                      "layer_weights": {n: jnp.asarray([w], jnp.float32) for n, w in options.style_layers}},
+                                             tuple(dict(style_layers))),
+                      "layer_weights": {n: jnp.asarray([w], jnp.float32) for n, w in style_layers}},
             "tv": None}
 
 
@@ -133,7 +134,7 @@ def batch_key(job: Job) -> tuple | None:
     if o.optimizer != "adam":
         return None
     return (scale_shapes(job.content.shape, o), o.steps, o.step_ratio, o.max_seconds, o.content_layer,
-            tuple(name for name, _ in o.style_layers))
+            tuple(name for name, _ in o.style_layers_at(0)), tuple(name for name, _ in o.style_layers_at(1)))
 
 
 def plan(content_shape: tuple[int, ...], options: Options) -> schedule.Plan:
@@ -187,9 +188,10 @@ class _Prepared:
         return result
 
 
-def _batch_targets(model: Model, prepared: Sequence[_Prepared], contents: np.ndarray) -> dict:
-    """`targets` of each job at this scale, stacked on the batch axis; `contents` (N, H, W, 3)."""
-    per_job = [targets(model, contents[i:i + 1], p.styles, p.blend, p.job.options) for i, p in enumerate(prepared)]
+def _batch_targets(model: Model, prepared: Sequence[_Prepared], contents: np.ndarray, scale: int) -> dict:
+    """`targets` of each job at scale `scale`, stacked on the batch axis; `contents` (N, H, W, 3)."""
+    per_job = [targets(model, contents[i:i + 1], p.styles, p.blend, p.job.options, scale)
+               for i, p in enumerate(prepared)]
     return jax.tree_util.tree_map(lambda *t: jnp.concatenate(t), *per_job)
 
 
@@ -216,7 +218,8 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     first = jobs[0].options
     model = model or load_model()
     prepared = [_Prepared.of(job) for job in jobs]  # validates the options
-    for name, layers in (("content_layer", [first.content_layer]), ("style_layers", dict(first.style_layers))):
+    for name, layers in (("content_layer", [first.content_layer]), ("style_layers", dict(first.style_layers)),
+                         ("fine_style_layers", dict(first.fine_style_layers or {}))):
         for layer in layers:
             if layer not in layer_names(model.weights.arch):
                 raise OptionsError(f"option {name!r} {layer!r} is not a layer of {model.weights.arch}, "
@@ -239,7 +242,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
             break
         steps = run.plan.steps[index]
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
-        objective = problem.Problem.of(model, _batch_targets(model, prepared, contents), loss_weights)
+        objective = problem.Problem.of(model, _batch_targets(model, prepared, contents, index), loss_weights)
         if image is None:
             image = _first_image(prepared, contents)
         else:  # the previous scale's result

@@ -144,10 +144,10 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     """The Gram targets of `styles` (h, w, 3) at every scale of `size`, as a request computes
     them (kept in `transfer.style_grams`, so a request with one of them skips that too)."""
     options = dataclasses.replace(options, size=size)
-    for longest in shapes.scale_sizes(size, options.min_scale, options.scale_ratio):
+    for scale, longest in enumerate(shapes.scale_sizes(size, options.min_scale, options.scale_ratio)):
         for style in styles:
             transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,
-                                   tuple(dict(options.style_layers)))
+                                   tuple(dict(options.style_layers_at(scale))))
 
 
 def cache_summary() -> str:

@@ -18,7 +18,7 @@ from nst_jax.problem import Problem
 def problem(model):
     """(start image (1, 48, 64, 3), `Problem`) of one single-scale stylization."""
     content = gradient_image(48, 64, seed=1)[None]
-    targets = transfer.targets(model, content, [gradient_image(48, 48, seed=2)[::-1]], np.ones(1), Options())
+    targets = transfer.targets(model, content, [gradient_image(48, 48, seed=2)[::-1]], np.ones(1), Options(), 0)
     return content, Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
 
 

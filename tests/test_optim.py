@@ -17,7 +17,7 @@ from nst_jax.problem import Problem
 def single_scale(model):
     """(content image (1, 32, 32, 3), its `Problem` against one style, content/style/tv weighted 1/10/0.01)."""
     content = gradient_image(32, 32)[None]
-    targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options())
+    targets = transfer.targets(model, content, [gradient_image(32, 32, seed=12)], np.ones(1), Options(), 0)
     return content, Problem.of(model, targets, {"content": [1.0], "style": [10.0], "tv": [0.01]})
 
 

@@ -78,7 +78,10 @@ def test_style_layers_from_json_and_from_the_command_line():
     assert stylize_options(args) == from_json == Options(style_layers=given)
     assert from_json.style_layers == (("block1_conv1", 256), ("block2_conv1", 64))  # in the network's order
     assert from_json.to_dict()["style_layers"] == given and hash(from_json) == hash(Options(style_layers=given))
-    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 2.0 ** (5 - i) for i in range(1, 6)}
+    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+    assert Options().to_dict()["fine_style_layers"] is None
+    fine = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--fine-style-layers", "block1_conv1=1"])
+    assert stylize_options(fine).fine_style_layers == (("block1_conv1", 1.0),)
     with pytest.raises(SystemExit):
         build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--style-layers", "block1_conv1"])
 
@@ -88,9 +91,10 @@ def test_style_layers_from_json_and_from_the_command_line():
     ({"block1_conv1": 0}, "positive sum"), ({}, "positive sum"), ({"block1_conv1": float("nan")}, "positive sum"),
     ([1, 2], "object of layer names"), ("block1_conv1", "object of layer names"),
 ])
-def test_bad_style_layers_are_refused_naming_the_option(value, message):
-    with pytest.raises(OptionsError, match=f"option 'style_layers' .*{message}"):
-        Options.from_mapping({"style_layers": value})
+@pytest.mark.parametrize("name", ["style_layers", "fine_style_layers"])
+def test_bad_style_layers_are_refused_naming_the_option(name, value, message):
+    with pytest.raises(OptionsError, match=f"option '{name}' .*{message}"):
+        Options.from_mapping({name: value})
 
 
 def test_equal_layer_weights_are_the_plain_mean_and_others_weigh():
@@ -119,6 +123,28 @@ def test_style_layers_change_the_result_and_the_batch(model):
     assert transfer.batch_key(jobs[0]) != transfer.batch_key(jobs[1])
     with pytest.raises(OptionsError, match="style_layers.*block5_conv4"):
         nst_jax.stylize(content, [style], dataclasses.replace(options, style_layers={"block5_conv4": 1}),
+                        model=model)
+
+
+def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
+    content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
+    options = Options(size=128, min_scale=64, steps=3)  # two scales: 64 and 128 px
+    shallow = dataclasses.replace(options, fine_style_layers={"block1_conv1": 1.0})
+    for scale, weights in ((0, options.style_layers), (1, {"block1_conv1": 1.0})):
+        style_targets = transfer.targets(model, content[None], [style], np.ones(1), shallow, scale)["style"]
+        assert {n: float(w[0]) for n, w in style_targets["layer_weights"].items()} == dict(weights)
+        assert set(style_targets["grams"]) == set(dict(weights))
+    # the coarse scale alone: the fine layers change nothing; with the fine scale, they do
+    for size, changes in ((64, False), (128, True)):
+        a, b = (nst_jax.stylize(content, [style], dataclasses.replace(o, size=size), model=model)
+                for o in (options, shallow))
+        assert (np.abs(a - b).max() > 1e-3) == changes
+    assert Options.from_mapping({"recipe": "thorough"}).style_layers_at(1) == Options().style_layers  # equal
+    assert Options.from_mapping({"fine_style_layers": None}).style_layers_at(1) == Options().style_layers
+    jobs = [transfer.Job(content, [style], o) for o in (options, shallow)]
+    assert transfer.batch_key(jobs[0]) != transfer.batch_key(jobs[1])
+    with pytest.raises(OptionsError, match="fine_style_layers.*block5_conv4"):
+        nst_jax.stylize(content, [style], dataclasses.replace(options, fine_style_layers={"block5_conv4": 1}),
                         model=model)
 
 

@@ -26,7 +26,7 @@ def setup():
     w = random_weights("vgg16", seed=3)
     content, style = gradient_image(*SHAPE, seed=1), gradient_image(*SHAPE, seed=2)
     jax_model = model_lib.from_weights(w)
-    targets = transfer.targets(jax_model, content[None], [style], np.ones(1), OPTIONS)
+    targets = transfer.targets(jax_model, content[None], [style], np.ones(1), OPTIONS, 0)
     problem = problem_lib.Problem.of(jax_model, targets, problem_lib.loss_weights([OPTIONS]))
     torch_run = torch_reference.TorchStylizer(torch_reference.TorchVGG(w), content, style, OPTIONS)
     return problem, torch_run, content
