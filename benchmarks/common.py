@@ -134,7 +134,8 @@ def paired_ratio(a: dict, b: dict) -> float:
 def deepest_layer(arch: str, options: Options = Options()) -> str:
     """The deepest layer a step computes: its content layer or the last style layer."""
     names = layer_names(arch)
-    return max((options.content_layer, *options.all_style_layers), key=names.index)
+    return max((options.content_layer, *dict(options.style_layers), *dict(options.fine_style_layers or {})),
+               key=names.index)
 
 
 def step_flops(arch: str, height: int, width: int, last: str | None = None) -> float:

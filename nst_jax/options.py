@@ -135,7 +135,8 @@ class Spec:
         elif self.kind == "blend":
             schema = {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}, "minItems": 1}
         else:
-            schema = {"type": ["object", "null"] if self.nullable else "object", "propertyNames": {"enum": list(LAYERS)}, "minProperties": 1,
+            schema = {"type": ["object", "null"] if self.nullable else "object",
+                      "propertyNames": {"enum": list(LAYERS)}, "minProperties": 1,
                       "additionalProperties": {"type": "number", "minimum": 0, "maximum": MAX_WEIGHT}}
         return {**schema, "default": self.to_json(self.default), "description": self.help}
 
@@ -249,12 +250,6 @@ class Options:
     def style_layers_at(self, scale: int) -> tuple[tuple[str, float], ...]:
         """The (layer, weight) pairs of the style error at scale `scale` (0: the coarsest)."""
         return self.fine_style_layers if scale > 0 and self.fine_style_layers is not None else self.style_layers
-
-    @property
-    def all_style_layers(self) -> tuple[str, ...]:
-        """The names of the style layers of every scale, in the network's order."""
-        pairs = (*self.style_layers, *(self.fine_style_layers or ()))
-        return tuple(dict(sorted(pairs, key=_layer_order)))
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":
