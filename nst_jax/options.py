@@ -31,8 +31,8 @@ RECIPES = {
     "default": {},
     "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
              "average_decay": 0.0, "content_weight": 1.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
-    "thorough": {"steps": 300, "step_ratio": 1.0, "average_decay": 0.99, "content_weight": 1.0,
-                 "tv_weight": 10.0},
+    "thorough": {"steps": 300, "step_ratio": 1.0, "scale_ratio": 2.0, "average_decay": 0.99,
+                 "content_weight": 1.0, "tv_weight": 10.0},
 }
 
 
@@ -181,7 +181,7 @@ class Options:
     steps: int = option(100, "optimizer steps at the coarsest scale, each finer scale running step_ratio times "
                              "the previous one's (L-BFGS: iterations, each of which may evaluate the loss more "
                              "than once)", minimum=1, maximum=lambda limits: limits.max_steps)
-    step_ratio: float = option(0.75, "steps of each finer scale relative to the previous scale's: a finer scale "
+    step_ratio: float = option(0.55, "steps of each finer scale relative to the previous scale's: a finer scale "
                                     "starts from the coarser one's picture and has only detail to add, at "
                                     "several times the cost per step (1: as many)", minimum=0.05, maximum=1.0)
     max_seconds: float | None = option(
@@ -190,6 +190,9 @@ class Options:
         minimum=0, exclusive_minimum=True, maximum=lambda limits: limits.max_seconds or math.inf, nullable=True)
     content_weight: float = option(0.25, "weight of the content error (how much of the photo stays)",
                                    minimum=0, maximum=MAX_WEIGHT)
+    fine_content_weight: float | None = option(
+        None, "content_weight at the scales after the coarsest, which add detail to its picture (none: "
+              "content_weight there too)", minimum=0, maximum=MAX_WEIGHT, nullable=True)
     style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
                                  minimum=0, maximum=MAX_WEIGHT)
     tv_weight: float = option(40.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
@@ -207,7 +210,10 @@ class Options:
     optimizer: str = option("adam", "how the pixels are optimised: Adam, or lbfgs (SciPy's L-BFGS-B within "
                                     "[0, 1], which often reaches the same loss sooner)", enum=("adam", "lbfgs"))
     min_scale: int = option(256, "longest side of the coarsest scale, px", minimum=64, maximum=1024)
-    scale_ratio: float = option(2.0, "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
+    # √2 (256, 384, 512 px) rather than 2: a finer scale remakes the deep layers' texture at its own
+    # size, and from a picture √2 coarser it has less to remake, so its few steps go further
+    # (QUALITY.md, third round: the same texture at 512 px in 286 s rather than 329).
+    scale_ratio: float = option(math.sqrt(2), "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
     content_layer: str = option("block4_conv2", "the VGG layer whose activations carry the photo",
                                 enum=LAYERS, metavar="LAYER")
     style_layers: tuple[tuple[str, float], ...] = option(
@@ -241,11 +247,17 @@ class Options:
             why = spec.problem(getattr(self, spec.name), limits)
             if why:
                 bad(spec.name, why)
-        if self.content_weight == 0 and self.style_weight == 0:
-            bad("style_weight", "and content_weight cannot both be 0")
+        if self.style_weight == 0 and 0 in (self.content_weight, self.fine_content_weight):
+            bad("style_weight", "and content_weight (or fine_content_weight) cannot both be 0")
         if self.style_blend is not None and n_styles is not None and len(self.style_blend) != n_styles:
             bad("style_blend", f"has {len(self.style_blend)} weights for {n_styles} style images")
         return self
+
+    def loss_weight_at(self, term: str, scale: int) -> float:
+        """The weight of loss term `term` ("content", "style" or "tv") at scale `scale` (0: the coarsest)."""
+        if term == "content" and scale > 0 and self.fine_content_weight is not None:
+            return self.fine_content_weight
+        return getattr(self, f"{term}_weight")
 
     def style_layers_at(self, scale: int) -> tuple[tuple[str, float], ...]:
         """The (layer, weight) pairs of the style error at scale `scale` (0: the coarsest)."""

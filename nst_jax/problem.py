@@ -58,7 +58,9 @@ class Problem:
         return jnp.sum(per_image), per_image
 
 
-def loss_weights(options: Sequence[Options]) -> dict[str, jax.Array]:
-    """{term: (N,)} of the images of `options`: each term's "<term>_weight" option."""
-    return {name: jnp.asarray([getattr(o, f"{name}_weight") for o in options], jnp.float32) for name in losses.TERMS}
+def loss_weights(options: Sequence[Options], scale: int = 0) -> dict[str, jax.Array]:
+    """{term: (N,)} of the images of `options` at scale `scale` (0: the coarsest): each term's
+    `Options.loss_weight_at`."""
+    return {name: jnp.asarray([o.loss_weight_at(name, scale) for o in options], jnp.float32)
+            for name in losses.TERMS}
 

@@ -38,25 +38,35 @@ def scale_steps(n_scales: int, steps: int, step_ratio: float) -> tuple[int, ...]
 SETUP_IN_STEPS = 3
 
 
+# A step's measured seconds sway from one progress report to the next (a preview to encode and
+# send, other processes on the machine): the estimate is the steps-weighted mean of the reports,
+# the earlier ones fading by this factor at each new one, so that it still follows a real change
+# of speed within a few reports.
+STEP_COST_MEMORY = 0.5
+
+
 class StepCosts:
     """Seconds measured in this process, by (working shape, batch size): per optimizer step, and
     per scale before its first step. Thread-safe; one per process (`device_costs`)."""
 
     def __init__(self, platform: str = "cpu"):
-        self._step: dict[tuple[Shape, int], float] = {}
+        self._step: dict[tuple[Shape, int], tuple[float, float]] = {}  # (seconds, steps), fading
         self._setup: dict[tuple[Shape, int], float] = {}
         self._compiled: set[tuple[Shape, int]] = set()
         self._lock = threading.Lock()
         self.platform = platform
 
-    def record(self, shape: Shape, batch: int, step_s: float | None = None, setup_s: float | None = None) -> None:
-        """Keep the latest measurement: a step's seconds, or a scale's seconds before its first
-        step. The first setup of a shape in this process compiles its programs; later ones do not,
-        so it is not what the next run pays."""
+    def record(self, shape: Shape, batch: int, step_s: float | None = None, steps: int = 1,
+               setup_s: float | None = None) -> None:
+        """Take a measurement: `steps` steps of `step_s` seconds each (into the fading mean,
+        `STEP_COST_MEMORY`), or a scale's seconds before its first step (the latest is kept). The
+        first setup of a shape in this process compiles its programs; later ones do not, so it is
+        not what the next run pays."""
         with self._lock:
             key = (shape, batch)
-            if step_s is not None and step_s > 0:
-                self._step[key] = step_s
+            if step_s is not None and step_s > 0 and steps > 0:
+                seconds, counted = self._step.get(key, (0.0, 0.0))
+                self._step[key] = (STEP_COST_MEMORY * seconds + step_s * steps, STEP_COST_MEMORY * counted + steps)
             if setup_s is not None and setup_s >= 0:
                 if key in self._compiled:
                     self._setup[key] = setup_s
@@ -65,12 +75,13 @@ class StepCosts:
     def step(self, shape: Shape, batch: int = 1) -> float:
         """Estimated seconds of one step at `shape` for a batch of `batch` images."""
         with self._lock:
-            if (shape, batch) in self._step:
-                return self._step[shape, batch]
-            if self._step:  # the measured shape nearest in pixels, scaled by pixels and batch
-                (near, near_batch), seconds = min(self._step.items(),
-                                                  key=lambda kv: abs(math.log(_pixels(kv[0][0]) / _pixels(shape))))
-                return seconds * (_pixels(shape) * batch) / (_pixels(near) * near_batch)
+            measured = {key: seconds / steps for key, (seconds, steps) in self._step.items()}
+        if (shape, batch) in measured:
+            return measured[shape, batch]
+        if measured:  # the measured shape nearest in pixels, scaled by pixels and batch
+            (near, near_batch), seconds = min(measured.items(),
+                                              key=lambda kv: abs(math.log(_pixels(kv[0][0]) / _pixels(shape))))
+            return seconds * (_pixels(shape) * batch) / (_pixels(near) * near_batch)
         per_megapixel, _ = DEFAULT_COSTS.get(self.platform, DEFAULT_COSTS["gpu"])
         return per_megapixel * _pixels(shape) * batch / 1e6
 

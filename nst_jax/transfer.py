@@ -224,7 +224,6 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
             if layer not in layer_names(model.weights.arch):
                 raise OptionsError(f"option {name!r} {layer!r} is not a layer of {model.weights.arch}, "
                                    "this deployment's network")
-    loss_weights = problem.loss_weights([j.options for j in jobs])
     lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
     decay = jnp.asarray([j.options.average_decay for j in jobs], jnp.float32)
     costs, batch = step_costs(model), len(jobs)
@@ -242,7 +241,8 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
             break
         steps = run.plan.steps[index]
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
-        objective = problem.Problem.of(model, _batch_targets(model, prepared, contents, index), loss_weights)
+        objective = problem.Problem.of(model, _batch_targets(model, prepared, contents, index),
+                                       problem.loss_weights([j.options for j in jobs], index))
         if image is None:
             image = _first_image(prepared, contents)
         else:  # the previous scale's result
@@ -334,7 +334,8 @@ class _ScaleClock:
             step = self.costs.step(self.shape, self.batch)
             self.costs.record(self.shape, self.batch, setup_s=max(0.0, now - self.start - done * step))
         elif done > self.last_done:
-            self.costs.record(self.shape, self.batch, step_s=(now - self.last) / (done - self.last_done))
+            steps = done - self.last_done
+            self.costs.record(self.shape, self.batch, step_s=(now - self.last) / steps, steps=steps)
         self.last, self.last_done = now, done
         return now
 

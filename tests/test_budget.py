@@ -25,7 +25,7 @@ def run(model, **options) -> tuple[np.ndarray, list[transfer.Progress], float]:
 
 
 def test_finer_scales_run_the_step_ratio_of_the_coarser_ones_steps(model):
-    _, reports, _ = run(model, size=128, min_scale=64, steps=10, step_ratio=0.5)
+    _, reports, _ = run(model, size=128, min_scale=64, scale_ratio=2.0, steps=10, step_ratio=0.5)
     assert [r.total for r in reports] == [10 + 5] * len(reports)
     assert [r.step for r in reports if r.scale == 0][-1] == 10 and reports[-1].step == 15
     assert not any(r.budget_cut for r in reports)

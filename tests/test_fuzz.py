@@ -21,6 +21,7 @@ from helpers import b64, encode, per_job
 
 from functions.presets import Presets
 from nst_jax import errors, images
+from nst_jax.options import SPECS
 from nst_jax.transfer import stylize_batch
 
 BUDGET_S = 45.0  # per fuzz test: examples after this pass without running (bounded CI time)
@@ -126,11 +127,12 @@ json_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.integers(mi
 json_values = st.recursive(json_scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)), max_leaves=10)
 
-OPTION_NAMES = ["size", "steps", "content_weight", "style_weight", "tv_weight", "lr", "init", "seed",
-                "preserve_color", "multiscale", "style_blend", "optimizer"]
+OPTION_NAMES = ["recipe", *(spec.name for spec in SPECS)]
 option_values = st.one_of(json_scalars, st.integers(-10, 2000), st.sampled_from([32, 33, 64, 1024, 1025]),
                           st.lists(st.floats(allow_nan=True), max_size=9),
-                          st.sampled_from(["noise", "content", "adam", "lbfgs"]))
+                          st.sampled_from(["noise", "content", "adam", "lbfgs", "thorough", "seed", "block4_conv2"]),
+                          st.dictionaries(st.sampled_from(["block1_conv1", "block3_conv1", "conv9"]),
+                                          st.one_of(st.floats(allow_nan=True), st.integers(-1, 3)), max_size=3))
 options = st.one_of(
     st.dictionaries(st.sampled_from(OPTION_NAMES), option_values, max_size=6),
     st.dictionaries(st.one_of(st.sampled_from(OPTION_NAMES), st.text(max_size=8)), json_values, max_size=4),

@@ -14,7 +14,7 @@ import pytest
 from conftest import gradient_image, random_weights
 
 import nst_jax
-from nst_jax import losses, transfer
+from nst_jax import losses, problem, transfer
 from nst_jax import model as model_lib
 from nst_jax.cli import build_parser, stylize_options
 from nst_jax.config import Config
@@ -146,6 +146,26 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
     with pytest.raises(OptionsError, match="fine_style_layers.*block5_conv4"):
         nst_jax.stylize(content, [style], dataclasses.replace(options, fine_style_layers={"block5_conv4": 1}),
                         model=model)
+
+
+def test_fine_content_weight_weighs_the_scales_after_the_coarsest(model):
+    content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
+    options = Options(size=128, min_scale=64, steps=3, content_weight=0.25)  # two scales: 64 and 128 px
+    firm = dataclasses.replace(options, fine_content_weight=2.0)
+    assert [float(problem.loss_weights([options, firm], scale)["content"][1]) for scale in (0, 1)] == [0.25, 2.0]
+    assert [float(problem.loss_weights([options, firm], scale)["content"][0]) for scale in (0, 1)] == [0.25, 0.25]
+    # the coarse scale alone: the fine weight changes nothing; with the fine scale, it does
+    for size, changes in ((64, False), (128, True)):
+        a, b = (nst_jax.stylize(content, [style], dataclasses.replace(o, size=size), model=model)
+                for o in (options, firm))
+        assert (np.abs(a - b).max() > 1e-3) == changes
+    # one batch key: the weights are data of the compiled program, not part of it
+    jobs = [transfer.Job(content, [style], o) for o in (options, firm)]
+    assert transfer.batch_key(jobs[0]) == transfer.batch_key(jobs[1])
+    for bad in ({"fine_content_weight": -1}, {"fine_content_weight": float("nan")},
+                {"fine_content_weight": 0, "style_weight": 0}):
+        with pytest.raises(OptionsError, match="fine_content_weight"):
+            Options.from_mapping(bad)
 
 
 def test_config_from_the_environment(tmp_path):

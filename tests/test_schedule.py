@@ -30,6 +30,22 @@ def test_costs_measured_replace_the_defaults_and_scale_with_pixels():
     assert costs.step((512, 512)) == 0.35
 
 
+def test_a_step_cost_is_a_fading_mean_of_the_reports():
+    """One slow report (a preview to encode, another process) moves the estimate part of the way;
+    a lasting change of speed takes it over within a few reports."""
+    costs = StepCosts("cpu")
+    costs.record((128, 128), 1, step_s=0.1, steps=10)
+    costs.record((128, 128), 1, step_s=0.2, steps=10)
+    memory = schedule.STEP_COST_MEMORY
+    assert costs.step((128, 128)) == pytest.approx((memory * 1.0 + 2.0) / (memory * 10 + 10))
+    assert 0.1 < costs.step((128, 128)) < 0.2
+    costs.record((128, 128), 1, step_s=0.1, steps=40)  # more steps weigh more
+    assert costs.step((128, 128)) < 0.12
+    for _ in range(8):
+        costs.record((128, 128), 1, step_s=0.3, steps=10)
+    assert costs.step((128, 128)) == pytest.approx(0.3, rel=0.01)
+
+
 def measured(*shapes_and_costs) -> StepCosts:
     """StepCosts with (shape, step_s, setup_s) measured as a second run would (compiled)."""
     costs = StepCosts("cpu")

@@ -28,8 +28,8 @@ def test_stylize_lowers_the_loss_and_reports_progress(model):
 def test_multiscale_runs_every_scale_and_keeps_the_aspect_ratio(model):
     content, style = gradient_image(90, 130), gradient_image(30, 30, seed=3)
     reports = []
-    out = nst_jax.stylize(content, [style], Options(size=260, steps=2, step_ratio=1.0, min_scale=128), model=model,
-                          on_progress=reports.append)
+    options = Options(size=260, steps=2, step_ratio=1.0, min_scale=128, scale_ratio=2.0)
+    out = nst_jax.stylize(content, [style], options, model=model, on_progress=reports.append)
     assert out.shape == (180, 260, 3)
     assert [r.scale for r in reports] == [0, 0, 1, 1]
     # size 260 works at 288, its half at 160 (both rounded up to SIZE_STEP 32), short sides

@@ -29,7 +29,8 @@ def test_every_aspect_falls_in_one_of_the_families():
 def test_families_at_the_default_buckets():
     # 256 px is one scale: short sides 32..256 in steps of 16, portrait and landscape, one square.
     assert len(warmup.families(256)) == 2 * (256 // 16 - 1) - 1
-    assert all(len(transfer.scale_shapes(s, Options(size=512))) == 2 for s in warmup.families(512))
+    # 512 px: 256, 384 and 512 px (scales √2 apart)
+    assert all(len(transfer.scale_shapes(s, Options(size=512))) == 3 for s in warmup.families(512))
 
 
 def test_the_command_takes_several_sizes():
@@ -42,7 +43,7 @@ def test_a_request_at_a_warmed_size_compiles_nothing(monkeypatch):
     # exercise resize_carry; the style has another aspect and size than the content.
     monkeypatch.setattr(shapes, "ASPECT_BUCKETS", 1)
     model = model_lib.from_weights(random_weights("vgg16", seed=3))
-    options = Options(size=128, min_scale=64, steps=3)
+    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3)
     reports = warmup.warmup([128], options, model=model)
     assert reports[0].families == 1 and reports[0].by_function["run_steps"][0] == 2
     with warmup.counting_programs() as count:
