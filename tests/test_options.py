@@ -128,7 +128,7 @@ def test_style_layers_change_the_result_and_the_batch(model):
 
 def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
     content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
-    options = Options(size=128, min_scale=64, steps=3)  # two scales: 64 and 128 px
+    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3)  # two scales: 64 and 128 px
     shallow = dataclasses.replace(options, fine_style_layers={"block1_conv1": 1.0})
     for scale, weights in ((0, options.style_layers), (1, {"block1_conv1": 1.0})):
         style_targets = transfer.targets(model, content[None], [style], np.ones(1), shallow, scale)["style"]
@@ -150,7 +150,7 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
 
 def test_fine_content_weight_weighs_the_scales_after_the_coarsest(model):
     content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
-    options = Options(size=128, min_scale=64, steps=3, content_weight=0.25)  # two scales: 64 and 128 px
+    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3, content_weight=0.25)  # two scales: 64, 128 px
     firm = dataclasses.replace(options, fine_content_weight=2.0)
     assert [float(problem.loss_weights([options, firm], scale)["content"][1]) for scale in (0, 1)] == [0.25, 2.0]
     assert [float(problem.loss_weights([options, firm], scale)["content"][0]) for scale in (0, 1)] == [0.25, 0.25]
