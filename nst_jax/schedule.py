@@ -56,17 +56,17 @@ class StepCosts:
         self._lock = threading.Lock()
         self.platform = platform
 
-    def record(self, shape: Shape, batch: int, step_s: float | None = None, steps: int = 1,
+    def record(self, shape: Shape, batch: int, steps: int = 0, seconds: float = 0.0,
                setup_s: float | None = None) -> None:
-        """Take a measurement: `steps` steps of `step_s` seconds each (into the fading mean,
+        """Take a measurement: `steps` steps that took `seconds` together (into the fading mean,
         `STEP_COST_MEMORY`), or a scale's seconds before its first step (the latest is kept). The
         first setup of a shape in this process compiles its programs; later ones do not, so it is
         not what the next run pays."""
         with self._lock:
             key = (shape, batch)
-            if step_s is not None and step_s > 0 and steps > 0:
-                seconds, counted = self._step.get(key, (0.0, 0.0))
-                self._step[key] = (STEP_COST_MEMORY * seconds + step_s * steps, STEP_COST_MEMORY * counted + steps)
+            if steps > 0 and seconds > 0:
+                total, counted = self._step.get(key, (0.0, 0.0))
+                self._step[key] = (STEP_COST_MEMORY * total + seconds, STEP_COST_MEMORY * counted + steps)
             if setup_s is not None and setup_s >= 0:
                 if key in self._compiled:
                     self._setup[key] = setup_s

@@ -334,8 +334,7 @@ class _ScaleClock:
             step = self.costs.step(self.shape, self.batch)
             self.costs.record(self.shape, self.batch, setup_s=max(0.0, now - self.start - done * step))
         elif done > self.last_done:
-            steps = done - self.last_done
-            self.costs.record(self.shape, self.batch, step_s=(now - self.last) / steps, steps=steps)
+            self.costs.record(self.shape, self.batch, steps=done - self.last_done, seconds=now - self.last)
         self.last, self.last_done = now, done
         return now
 

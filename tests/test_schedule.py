@@ -19,14 +19,14 @@ def test_costs_measured_replace_the_defaults_and_scale_with_pixels():
     costs = StepCosts("cpu")
     default = costs.step((256, 256))
     assert default == pytest.approx(schedule.DEFAULT_COSTS["cpu"][0] * 256 * 256 / 1e6)
-    costs.record((256, 256), 1, step_s=0.1, setup_s=9.0)  # its first run: compiling
+    costs.record((256, 256), 1, steps=1, seconds=0.1, setup_s=9.0)  # its first run: compiling
     assert costs.step((256, 256)) == 0.1 and costs.setup((256, 256)) == pytest.approx(0.1 * schedule.SETUP_IN_STEPS)
     costs.record((256, 256), 1, setup_s=2.0)
     assert costs.setup((256, 256)) == 2.0
     assert costs.step((512, 512)) == pytest.approx(0.4)  # four times the pixels
     assert costs.step((256, 256), batch=2) == pytest.approx(0.2)
     assert costs.setup((512, 512)) == schedule.DEFAULT_COSTS["cpu"][1]  # never ran: may compile
-    costs.record((512, 512), 1, step_s=0.35)
+    costs.record((512, 512), 1, steps=2, seconds=0.7)
     assert costs.step((512, 512)) == 0.35
 
 
@@ -34,15 +34,15 @@ def test_a_step_cost_is_a_fading_mean_of_the_reports():
     """One slow report (a preview to encode, another process) moves the estimate part of the way;
     a lasting change of speed takes it over within a few reports."""
     costs = StepCosts("cpu")
-    costs.record((128, 128), 1, step_s=0.1, steps=10)
-    costs.record((128, 128), 1, step_s=0.2, steps=10)
+    costs.record((128, 128), 1, steps=10, seconds=1.0)
+    costs.record((128, 128), 1, steps=10, seconds=2.0)
     memory = schedule.STEP_COST_MEMORY
     assert costs.step((128, 128)) == pytest.approx((memory * 1.0 + 2.0) / (memory * 10 + 10))
     assert 0.1 < costs.step((128, 128)) < 0.2
-    costs.record((128, 128), 1, step_s=0.1, steps=40)  # more steps weigh more
+    costs.record((128, 128), 1, steps=40, seconds=4.0)  # more steps weigh more
     assert costs.step((128, 128)) < 0.12
     for _ in range(8):
-        costs.record((128, 128), 1, step_s=0.3, steps=10)
+        costs.record((128, 128), 1, steps=10, seconds=3.0)
     assert costs.step((128, 128)) == pytest.approx(0.3, rel=0.01)
 
 
@@ -50,7 +50,7 @@ def measured(*shapes_and_costs) -> StepCosts:
     """StepCosts with (shape, step_s, setup_s) measured as a second run would (compiled)."""
     costs = StepCosts("cpu")
     for shape, step_s, setup_s in shapes_and_costs:
-        costs.record(shape, 1, step_s=step_s, setup_s=setup_s)
+        costs.record(shape, 1, steps=1, seconds=step_s, setup_s=setup_s)
         costs.record(shape, 1, setup_s=setup_s)
     return costs
 
