@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
-# Fill .whl/ (git-ignored) with the wheels benchmarks/gpu.sh installs on a GPU machine that has
-# no network: functions-framework and what it needs beyond what such a machine has (JAX, flax,
-# optax, torch, scipy, h5py, pillow, tqdm), at the versions of constraints.txt. Run here, with
-# network, before carrying .whl/ (and weights/vgg16-hed.npz) to the device.
+# Fill .whl/ (git-ignored), the one folder a device call carries for benchmarks/gpu.sh on a GPU
+# machine that has no network: functions-framework and what it needs beyond what such a machine
+# has (JAX, flax, optax, torch, scipy, h5py, pillow, tqdm), at the versions of constraints.txt; the
+# weights, compressed (a call carries at most 64 MiB, the repository's files included, and the
+# uncompressed weights with the repository are past it); the quality benchmark's photos as PNGs,
+# for a machine without scikit-learn and scikit-image. Ends by checking what travels against 64 MiB.
 #
-#   benchmarks/gpu_wheels.sh [PYTHON_VERSION ...]     # default: 3.11 3.12 3.13 (the pins need 3.11+)
+#   benchmarks/gpu_wheels.sh [PYTHON_VERSION ...]     # default: 3.12, the GPU machine's Python
 #
 # Pure-Python wheels serve every version; the few compiled ones (MarkupSafe, watchdog) are
-# fetched for each PYTHON_VERSION. scikit-learn and scikit-image, which ship the quality
-# benchmark's photos, are about 27 MB of wheels, past what the carry allows besides the weights:
-# the photos go as PNGs to .whl/photos/ instead (quality.py --photos).
+# fetched for each PYTHON_VERSION.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-versions=("${@:-3.11 3.12 3.13}")
+versions=("${@:-3.12}")
 # shellcheck disable=SC2206
 versions=(${versions[*]})
 out=.whl
@@ -31,5 +31,18 @@ for v in "${versions[@]}"; do
     --platform manylinux_2_17_x86_64 --platform manylinux_2_28_x86_64 -d "$out" "${pins[@]}"
 done
 .venv/bin/python benchmarks/quality.py --export-photos "$out/photos"
-du -sh "$out"
+.venv/bin/python - "$out/vgg16-hed.npz" <<'EOF'
+import sys
+import numpy as np
+from nst_jax.weights import default_path
+# the same arrays and metadata, so the file's own checksum (nst_jax.weights) still holds
+with np.load(default_path(), allow_pickle=False) as npz:
+    np.savez_compressed(sys.argv[1], **{name: npz[name] for name in npz.files})
+EOF
 ls "$out"
+# What a device call carries: the repository's tracked files and .whl/
+tracked=$(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1)
+carried=$(du -sb "$out" | cut -f1)
+total=$((tracked + carried))
+echo "travels: $((tracked / 1024)) KiB of tracked files + $((carried / 1024)) KiB of $out = $((total / 1048576)) MiB of 64"
+[ "$total" -le $((64 * 1048576)) ] || { echo "past the 64 MiB a device call carries" >&2; exit 1; }
