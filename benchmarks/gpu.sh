@@ -49,6 +49,9 @@ if [ -z "${NEURASTYLE_WEIGHTS:-}" ]; then
   [ -f .whl/vgg16-hed.npz ] && NEURASTYLE_WEIGHTS=$PWD/.whl/vgg16-hed.npz
   export NEURASTYLE_WEIGHTS
 fi
+if ! command -v python > /dev/null; then  # a machine with python3 alone
+  mkdir -p "$out.bin" && ln -sf "$(command -v python3)" "$out.bin/python" && export PATH=$out.bin:$PATH
+fi
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and PyTorch share the device; peaks are real use
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1
 budget=${GPU_BUDGET_S:-470}
@@ -215,7 +218,7 @@ if [ -n "$part" ]; then
 fi
 
 step env 30 "$self" --part env_info "$out"
-step wheels 60 pip install --quiet --no-index --find-links .whl functions-framework==3.10.2
+step wheels 60 python -m pip install --quiet --no-index --find-links .whl functions-framework==3.10.2
 step bench 150 python benchmarks/bench.py "${bench_a[@]}" --precision bfloat16 --skip cold-start memory \
   --json "$out/bench.json"
 step quality 200 "$self" --part quality_astronaut "$out"
