@@ -15,7 +15,8 @@
 #   bench        JAX vs PyTorch eager fp32 (NCHW) at 512 and 2048 px, bf16 vs fp32 at 512, top kernels
 #   quality      benchmarks/quality.py, default options, fp32: astronaut x Starry Night at 512, 1024,
 #                2048 and 4096 px (4096: the largest size the library takes; its time and device peak)
-#   throughput   8 jobs of 512 px batched against one at a time (benchmarks/throughput.py)
+#   throughput   8 default 512 px jobs batched against one at a time (benchmarks/throughput.py), after
+#                a warm-up of batches up to 8: what the first batch still compiles
 #   cold_start   a fresh server's first default 512 px request (100, 55, 30 steps at 256, 384, 512 px)
 #                against the same request warm: empty cache; cache after `nst-jax warmup --aspect 4:3`
 #   bench_cl     JAX vs PyTorch channels-last at 2048 and 512 px, bf16 vs fp32 at 2048
@@ -66,7 +67,7 @@ if [ -n "${GPU_SMOKE:-}" ]; then
   bench_a=(--sizes 64 96 --steps 2 --repeats 1 --profile 1)
   bench_b=(--sizes 96 64 --steps 2 --repeats 1)
   cold=(--size 64 --steps 1)
-  throughput=(--size 64 --steps 2 --batch 2 --repeats 1)
+  throughput=(--size 64 --steps 2 --batch 2 --repeats 1 --warmup)
   largest=64
   quality_sizes=(64 96)
   quality_more_sizes=(64)
@@ -74,7 +75,7 @@ else
   bench_a=(--sizes 512 2048 --steps 40 --repeats 3 --profile 10)
   bench_b=(--sizes 2048 512 --steps 40 --repeats 3)
   cold=(--size 512 --steps 100)  # the default request
-  throughput=(--size 512 --steps 300 --batch 8 --repeats 1)
+  throughput=(--size 512 --batch 8 --repeats 1 --warmup)  # default requests
   largest=4096
   # 2048 is held to 512's layout (issue 15); 4096 is the library's largest size (Limits.max_size)
   quality_sizes=(512 1024 2048 4096)
@@ -222,7 +223,7 @@ step wheels 60 python -m pip install --quiet --no-index --find-links .whl functi
 step bench 150 python benchmarks/bench.py "${bench_a[@]}" --precision bfloat16 --skip cold-start memory \
   --json "$out/bench.json"
 step quality 200 "$self" --part quality_astronaut "$out"
-step throughput 100 python benchmarks/throughput.py "${throughput[@]}"
+step throughput 200 python benchmarks/throughput.py "${throughput[@]}"
 step cold_start 180 python benchmarks/cold_start.py "${cold[@]}" --runs 1 --modes empty cache --aspect 4:3 \
   --json "$out/cold_start.json"
 step bench_cl 120 python benchmarks/bench.py "${bench_b[@]}" --precision bfloat16 --torch-channels-last \

@@ -23,7 +23,7 @@ from jax import monitoring
 from nst_jax import Progress, errors, images, load_model
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
-from nst_jax.transfer import Job, batch_key, check_budget, stylize_batch
+from nst_jax.transfer import Job, batch_key, batch_size_for, check_budget, stylize_batch
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
@@ -267,9 +267,9 @@ def weights_info(model) -> dict:
 
 class Service:
     """What the function serves with: its settings, admission, drain state, built-in styles
-    and the batch runner (`nst_jax.transfer.stylize_batch`; tests give a fake)."""
+    and the batch runner (`stylize_batch`; tests give a fake)."""
 
-    def __init__(self, settings: Settings, run_jobs: Callable = stylize_batch, drain: Drain | None = None,
+    def __init__(self, settings: Settings, run_jobs: Callable | None = None, drain: Drain | None = None,
                  presets: Presets | None = None):
         self.settings = settings
         self.drain = drain or Drain()
@@ -277,8 +277,14 @@ class Service:
         self.uploads = threading.BoundedSemaphore(settings.max_uploads)  # bodies being read
         self.decoders = threading.BoundedSemaphore(DECODERS)
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
-        self.run_jobs = run_jobs
-        self.warmup = InBackground(settings.warmup_sizes, self.model, list(self.presets.images().values()))
+        self.run_jobs = run_jobs or self.stylize_batch
+        self.warmup = InBackground(settings.warmup_sizes, self.model, list(self.presets.images().values()),
+                                   settings.warmup_batch)
+
+    def stylize_batch(self, jobs: list[Job], model: Model) -> list:
+        """`nst_jax.transfer.stylize_batch`, padded to a batch size of `transfer.batch_sizes`:
+        the few programs a warm-up builds (`Settings.warmup_batch`), whatever the number of jobs."""
+        return stylize_batch(jobs, model, batch_size_for(len(jobs), self.settings.max_batch))
 
     def model(self) -> Model:
         """The loaded model of `settings.config`; without usable weights an NSTError that says

@@ -37,7 +37,7 @@ class Settings:
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS, _MAX_SECONDS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
-    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), THREADS and PORT; the library's own
+    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), _WARMUP_BATCH, THREADS and PORT; the library's own
     (`config`: _WEIGHTS, _WEIGHTS_DIR, _COMPILATION_CACHE, _PRECISION)."""
 
     config: Config = field(default_factory=Config)
@@ -58,6 +58,7 @@ class Settings:
     web_dir: Path = field(default_factory=default_web_dir)
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
     warmup_sizes: tuple[int, ...] = ()  # px: compiled before /healthz says ready (nst_jax.warmup)
+    warmup_batch: int = 1  # and batches of up to this many requests (at most max_batch)
     port: int = 8080  # `nst-jax serve`'s, unless given
 
     @classmethod
@@ -82,6 +83,7 @@ class Settings:
                                              integer=True, low=1, high=largest.max_steps),
                         max_seconds=env_number("NEURASTYLE_MAX_SECONDS", DEPLOYMENT_LIMITS.max_seconds, env,
                                                low=1))
+        max_batch = number("MAX_BATCH", integer=True, low=1)
         return cls(
             config=library,
             limits=limits,
@@ -90,7 +92,7 @@ class Settings:
             max_body_bytes=number("MAX_BODY_BYTES", integer=True, low=1),
             max_concurrent=number("MAX_CONCURRENT", integer=True, low=1),
             max_queue=number("MAX_QUEUE", integer=True),
-            max_batch=number("MAX_BATCH", integer=True, low=1),
+            max_batch=max_batch,
             max_uploads=number("MAX_UPLOADS", integer=True, low=1),
             read_timeout_s=number("READ_TIMEOUT_S", low=0.001),
             body_timeout_s=number("BODY_TIMEOUT_S", low=0.001),
@@ -100,6 +102,7 @@ class Settings:
             web_dir=web_dir,
             threads=threads,
             warmup_sizes=parse_sizes(env.get("NEURASTYLE_WARMUP", ""), limits),
+            warmup_batch=number("WARMUP_BATCH", integer=True, low=1, high=max_batch),
             port=env_number("PORT", d["port"], env, integer=True, low=1, high=65535),
         )
 

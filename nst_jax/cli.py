@@ -90,7 +90,16 @@ def _add_warmup(sub) -> None:
                    help="longest side of the output, px (repeat for more sizes)")
     p.add_argument("--aspect", type=_aspect, action="append", metavar="W:H",
                    help="only content images of this aspect ratio, e.g. 4:3 (repeat for more; default: all)")
+    p.add_argument("--max-batch", type=_at_least_one, default=1, metavar="N",
+                   help="batches of up to N requests too, as a server with NEURASTYLE_MAX_BATCH=N pads them")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
+
+
+def _at_least_one(text: str) -> int:
+    """A whole number, 1 or more."""
+    if not (text.isdigit() and int(text) >= 1):
+        raise argparse.ArgumentTypeError(f"a whole number from 1 is needed, not {text!r}")
+    return int(text)
 
 
 def _aspect(text: str) -> tuple[int, int]:
@@ -214,7 +223,7 @@ def run_warmup(args) -> None:
     for size in args.size:
         Options(size=size).validate()
     model = load_model(args.weights)
-    warmup.warmup(args.size, model=model, log=print, aspects=args.aspect)
+    warmup.warmup(args.size, model=model, log=print, aspects=args.aspect, max_batch=args.max_batch)
     print(f"compilation cache: {warmup.cache_summary()}")
 
 

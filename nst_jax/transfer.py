@@ -8,6 +8,7 @@ the device. The pieces: `nst_jax.shapes` (the scales and their bucketed shapes),
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import math
 import threading
@@ -137,6 +138,22 @@ def batch_key(job: Job) -> tuple | None:
             tuple(name for name, _ in o.style_layers_at(0)), tuple(name for name, _ in o.style_layers_at(1)))
 
 
+def batch_size_for(jobs: int, max_batch: int) -> int:
+    """The size of the batch that `jobs` jobs run as where at most `max_batch` run together: the
+    next power of two, at most `max_batch`, never fewer than `jobs`. A batch of 3 then runs the
+    programs of 4 (a quarter of its work wasted), so that a server compiles a few batch sizes,
+    and a warm-up can build them all (`batch_sizes`), rather than one per number of requests."""
+    size = 1
+    while size < jobs:
+        size *= 2
+    return max(jobs, min(size, max_batch))
+
+
+def batch_sizes(max_batch: int) -> tuple[int, ...]:
+    """Every `batch_size_for` where at most `max_batch` jobs run together: 1, 2, 4, ..., `max_batch`."""
+    return tuple(sorted({batch_size_for(n, max_batch) for n in range(1, max_batch + 1)}))
+
+
 def plan(content_shape: tuple[int, ...], options: Options) -> schedule.Plan:
     """The recipe's steps at each scale of `scale_shapes`, before any time budget."""
     return schedule.plan_for(scale_shapes(content_shape, options), options.steps, options.step_ratio)
@@ -203,30 +220,41 @@ def _first_image(prepared: Sequence[_Prepared], contents: np.ndarray) -> np.ndar
         for i, p in enumerate(prepared)])
 
 
-def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.ndarray | BaseException]:
+class _Padding(Exception):
+    """The outcome of a copy of a job that only fills its batch up to `batch_size`: no one waits
+    for it, so it is done from the start (no reports, no result; the batch does not wait for it)."""
+
+
+def stylize_batch(jobs: Sequence[Job], model: Model | None = None,
+                  batch_size: int | None = None) -> list[np.ndarray | BaseException]:
     """Run jobs of one `batch_key` together, as one batch on the device.
 
     A job whose `on_progress` raises is stopped: it gets no more reports, and its slot in
     the returned list holds the exception instead of an image. The batch ends early when
-    every job has stopped. Returns, per job, (H', W', 3) float32 in [0, 1] or an exception.
+    every job has stopped. `batch_size` (at least len(jobs)): run as a batch of this many, the
+    rest copies of the first job whose work is thrown away, so that the programs of that batch
+    size serve (`batch_size_for`). Returns, per job, (H', W', 3) float32 in [0, 1] or an exception.
     """
     keys = {batch_key(job) for job in jobs}
     if len(jobs) > 1 and (len(keys) != 1 or None in keys):
         raise ValueError("jobs of one batch need the same batch_key, not None")
     if not jobs:
         return []
+    if batch_size is not None and (batch_size < len(jobs) or batch_key(jobs[0]) is None and batch_size > 1):
+        raise ValueError(f"a batch of {len(jobs)} jobs cannot run as {batch_size}")
     first = jobs[0].options
     model = model or load_model()
     prepared = [_Prepared.of(job) for job in jobs]  # validates the options
+    prepared += [dataclasses.replace(prepared[0], outcome=_Padding()) for _ in range((batch_size or 0) - len(jobs))]
     for name, layers in (("content_layer", [first.content_layer]), ("style_layers", dict(first.style_layers)),
                          ("fine_style_layers", dict(first.fine_style_layers or {}))):
         for layer in layers:
             if layer not in layer_names(model.weights.arch):
                 raise OptionsError(f"option {name!r} {layer!r} is not a layer of {model.weights.arch}, "
                                    "this deployment's network")
-    lr = jnp.asarray([j.options.lr for j in jobs], jnp.float32)
-    decay = jnp.asarray([j.options.average_decay for j in jobs], jnp.float32)
-    costs, batch = step_costs(model), len(jobs)
+    lr = jnp.asarray([p.job.options.lr for p in prepared], jnp.float32)
+    decay = jnp.asarray([p.job.options.average_decay for p in prepared], jnp.float32)
+    costs, batch = step_costs(model), len(prepared)
     check_budget(jobs[0].content.shape, first, model, batch)
     start = time.perf_counter()
     end = math.inf if first.max_seconds is None else start + first.max_seconds
@@ -242,7 +270,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
         steps = run.plan.steps[index]
         contents = np.stack([image_ops.resize(p.content, *shape) for p in prepared])
         objective = problem.Problem.of(model, _batch_targets(model, prepared, contents, index),
-                                       problem.loss_weights([j.options for j in jobs], index))
+                                       problem.loss_weights([p.job.options for p in prepared], index))
         if image is None:
             image = _first_image(prepared, contents)
         else:  # the previous scale's result
@@ -282,7 +310,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None) -> list[np.nd
     for p, im in zip(prepared, np.asarray(image)):
         if p.outcome is None:
             p.outcome = p.finish(im)
-    return [p.outcome for p in prepared]
+    return [p.outcome for p in prepared[:len(jobs)]]
 
 
 @dataclass

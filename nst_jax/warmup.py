@@ -12,9 +12,10 @@ and this process's own in-memory caches, so its first request compiles nothing.
 What it cannot cover: the style is analysed at `shapes.style_longest`, which for a style image
 smaller than the scale's longest side is that image's own size (rounded down to SIZE_STEP), so
 such a style still compiles its feature program (and its Gram operations) on first use;
-`styles` warms given images (a server's built-in styles) exactly. Options other than the
-defaults' shapes (`multiscale`, `min_scale`, `scale_ratio`, `content_layer`), batches of more
-than one request, and L-BFGS are not warmed either.
+`styles` warms given images (a server's built-in styles) exactly. Batches of several requests
+are warmed where asked (`max_batch`: each of `transfer.batch_sizes`, the sizes a server pads
+its batches to). Options other than the defaults' shapes (`multiscale`, `min_scale`,
+`scale_ratio`, `content_layer`) and L-BFGS are not warmed.
 """
 
 from __future__ import annotations
@@ -132,12 +133,13 @@ def noise_image(shape: tuple[int, int], seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((*shape, 3), np.float32)
 
 
-def warm_family(model: Model, shape: tuple[int, int], options: Options) -> None:
+def warm_family(model: Model, shape: tuple[int, int], options: Options, batch: int = 1) -> None:
     """One real stylization of a `shape` content image, one step per scale, with a style image
-    of the same shape, reporting progress as a server does (previews included)."""
+    of the same shape, reporting progress as a server does (previews included); as a batch of
+    `batch` such jobs, each reporting (a preview is taken out of the batch per job)."""
     image = noise_image(shape)
-    transfer.stylize(image, [image], dataclasses.replace(options, steps=1), model=model,
-                     on_progress=lambda _: None)
+    job = transfer.Job(image, [image], dataclasses.replace(options, steps=1), on_progress=lambda _: None)
+    transfer.stylize_batch([job] * batch, model)
 
 
 def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: Options) -> None:
@@ -167,19 +169,24 @@ def default_workers() -> int:
 
 def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | None = None,
            styles: Sequence[np.ndarray] = (), log: Callable[[str], None] | None = None,
-           workers: int | None = None, aspects: Sequence[tuple[int, int]] | None = None) -> list[SizeReport]:
+           workers: int | None = None, aspects: Sequence[tuple[int, int]] | None = None,
+           max_batch: int = 1) -> list[SizeReport]:
     """Build every program a request with `options` (the defaults) at `sizes` px can need,
     into the persistent compilation cache and this process, `workers` families at once
     (default `default_workers()`); only those of content images of `aspects` [(width,
     height), ...] if given. `styles` (h, w, 3) float32 in [0, 1]: style images to analyse
-    exactly at every scale. `log` gets a line per size."""
+    exactly at every scale. `max_batch`: batches of up to this many such requests too (each
+    of `transfer.batch_sizes`, which a server pads its batches to; every one more costs about
+    one more warm-up of batch 1). `log` gets a line per size."""
     model = model or load_model()
     reports = []
     for size in sizes:
         start = time.perf_counter()
         shapes_ = families(size, options, aspects)
+        runs = [(shape, batch) for batch in transfer.batch_sizes(max_batch) for shape in shapes_]
         with counting_programs() as count, ThreadPoolExecutor(workers or default_workers()) as pool:
-            list(pool.map(lambda shape: warm_family(model, shape, dataclasses.replace(options, size=size)), shapes_))
+            list(pool.map(lambda run: warm_family(model, run[0], dataclasses.replace(options, size=size), run[1]),
+                          runs))
             warm_styles(model, styles, size, options)
         reports.append(SizeReport(size, len(shapes_), count.total(), count.loaded, count.by_function,
                                   {k: round(v, 1) for k, v in count.phases.items()}, time.perf_counter() - start))

@@ -7,7 +7,7 @@ import pytest
 from conftest import gradient_image
 
 import nst_jax
-from nst_jax import transfer
+from nst_jax import optim, transfer
 from nst_jax.errors import Cancelled
 from nst_jax.options import Options
 
@@ -48,3 +48,39 @@ def test_a_stopped_job_leaves_the_rest_of_its_batch_running(model):
         transfer.stylize_batch([jobs[1], transfer.Job(gradient_image(32, 64), jobs[1].styles, Options(size=64))],
                                model)
 
+
+
+def test_batches_run_at_a_few_sizes():
+    assert [transfer.batch_size_for(n, 4) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    assert [transfer.batch_size_for(n, 6) for n in (3, 5, 6)] == [4, 6, 6]
+    assert transfer.batch_size_for(5, 4) == 5  # never fewer than the jobs
+    assert transfer.batch_sizes(1) == (1,) and transfer.batch_sizes(4) == (1, 2, 4)
+    assert transfer.batch_sizes(6) == (1, 2, 4, 6) and transfer.batch_sizes(8) == (1, 2, 4, 8)
+
+
+def test_a_padded_batch_gives_its_jobs_what_the_batch_alone_gives(model, monkeypatch):
+    reports = []
+    jobs = [transfer.Job(gradient_image(32, 32, seed=s), [gradient_image(32, 32, seed=s + 1)],
+                         Options(size=32, steps=3), reports.append) for s in (4, 6, 8)]
+    plain = transfer.stylize_batch(jobs, model)
+    plain_reports = len(reports)
+    padded = transfer.stylize_batch(jobs, model, batch_size=4)
+    assert len(padded) == 3 and len(reports) == 2 * plain_reports  # the padding reports to no one
+    for a, b in zip(plain, padded):
+        np.testing.assert_allclose(b, a, atol=3 * 0.03)  # a batch's convolutions round differently
+        assert np.mean(np.abs(b - a)) < 1e-3
+    with pytest.raises(ValueError, match="cannot run as 2"):
+        transfer.stylize_batch(jobs, model, batch_size=2)
+    with pytest.raises(ValueError, match="cannot run as 2"):
+        transfer.stylize_batch([transfer.Job(jobs[0].content, jobs[0].styles, Options(size=32, optimizer="lbfgs"))],
+                               model, batch_size=2)
+
+    def stop(progress):
+        raise Cancelled()
+    calls = []
+    run_steps = optim.run_steps
+    monkeypatch.setattr(optim, "run_steps", lambda *args: calls.append(1) or run_steps(*args))
+    stopped = transfer.stylize_batch([transfer.Job(jobs[0].content, jobs[0].styles, jobs[0].options, stop)], model,
+                                     batch_size=2)
+    assert isinstance(stopped[0], Cancelled) and len(stopped) == 1
+    assert calls == [1], "the batch went on for its padding alone"

@@ -15,6 +15,7 @@ import numpy as np
 from helpers import (FakeStylize, assert_error, b64, body, decode_png, hold_the_slot, in_threads, lockstep, ndjson,
                      per_job, png, queue_up, wait_for)
 
+from functions import serving
 from functions.serving import out_of_memory
 from nst_jax import errors
 from nst_jax.transfer import stylize_batch
@@ -82,6 +83,16 @@ def test_compatible_waiting_requests_run_as_one_batch_each_with_its_own_answer(f
     for outcome, (width, height) in zip(spy.outcomes[1], expected):
         assert isinstance(outcome, np.ndarray) and outcome.shape == (height, width, 3)
     assert service.admission.stats()["running"] == service.admission.stats()["running_jobs"] == 0
+
+
+def test_the_server_pads_its_batches_to_the_sizes_a_warmup_builds(function, monkeypatch):
+    runs = []
+    monkeypatch.setattr(serving, "stylize_batch",
+                        lambda jobs, model, batch_size=None: runs.append((len(jobs), batch_size)) or [None] * len(jobs))
+    _, service = function(max_batch=6)  # no batch runner given: the real one
+    for n in range(1, 7):
+        service.run_jobs(["job"] * n, None)
+    assert runs == [(1, 1), (2, 2), (3, 4), (4, 4), (5, 6), (6, 6)]
 
 
 def test_incompatible_requests_are_not_batched_together(function):

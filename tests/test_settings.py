@@ -26,7 +26,7 @@ def test_every_setting_comes_from_its_variable(tmp_path):
         "NEURASTYLE_MAX_BATCH": "1", "NEURASTYLE_MAX_UPLOADS": "3", "NEURASTYLE_READ_TIMEOUT_S": "4",
         "NEURASTYLE_BODY_TIMEOUT_S": "20", "NEURASTYLE_DEADLINE_S": "2.5", "NEURASTYLE_DRAIN_S": "5",
         "NEURASTYLE_CORS_ORIGINS": " https://a.example, ,https://b.example", "NEURASTYLE_WEB_DIR": str(tmp_path),
-        "THREADS": "6"})
+        "NEURASTYLE_WARMUP_BATCH": "1", "THREADS": "6"})
     assert settings == Settings(limits=Limits(max_size=2000, max_steps=50, max_seconds=90), max_pixels=1000, max_body_bytes=2000,
                                 max_concurrent=2, max_queue=0, max_batch=1, max_uploads=3, read_timeout_s=4,
                                 body_timeout_s=20, deadline_s=2.5, drain_s=5,
@@ -54,6 +54,13 @@ def test_the_server_has_a_thread_for_every_admitted_request():
 def test_bad_settings_are_refused_naming_the_variable(name, value):
     with pytest.raises(errors.NSTError, match=name):
         Settings.from_env({name: value})
+
+
+def test_the_warmup_batch_is_at_most_the_largest_batch():
+    assert Settings.from_env({"NEURASTYLE_MAX_BATCH": "8", "NEURASTYLE_WARMUP_BATCH": "8"}).warmup_batch == 8
+    assert Settings.from_env({}).warmup_batch == 1
+    with pytest.raises(errors.NSTError, match="NEURASTYLE_WARMUP_BATCH"):
+        Settings.from_env({"NEURASTYLE_MAX_BATCH": "2", "NEURASTYLE_WARMUP_BATCH": "4"})
 
 
 def test_counts_must_be_whole_numbers():

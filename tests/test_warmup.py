@@ -35,21 +35,31 @@ def test_families_at_the_default_buckets():
 
 def test_the_command_takes_several_sizes():
     assert build_parser().parse_args(["warmup", "--size", "256", "--size", "512"]).size == [256, 512]
+    assert build_parser().parse_args(["warmup", "--size", "256"]).max_batch == 1
+    assert build_parser().parse_args(["warmup", "--size", "256", "--max-batch", "8"]).max_batch == 8
+    for bad in ("0", "-2", "two", "1.5"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["warmup", "--size", "256", "--max-batch", bad])
 
 
 @pytest.mark.slow
-def test_a_request_at_a_warmed_size_compiles_nothing(monkeypatch):
+def test_a_request_or_a_batch_at_a_warmed_size_compiles_nothing(monkeypatch):
     # One aspect bucket keeps the families to one (square) and the test short; two scales
     # exercise resize_carry; the style has another aspect and size than the content.
     monkeypatch.setattr(shapes, "ASPECT_BUCKETS", 1)
     model = model_lib.from_weights(random_weights("vgg16", seed=3))
     options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3)
-    reports = warmup.warmup([128], options, model=model)
-    assert reports[0].families == 1 and reports[0].by_function["run_steps"][0] == 2
+    reports = warmup.warmup([128], options, model=model, max_batch=4)
+    # two scales, each at the batch sizes 1, 2 and 4
+    assert reports[0].families == 1 and reports[0].by_function["run_steps"][0] == 2 * 3
+    style = gradient_image(300, 200, seed=2)
     with warmup.counting_programs() as count:
-        result = transfer.stylize(gradient_image(50, 70, seed=1), [gradient_image(300, 200, seed=2)],
+        result = transfer.stylize(gradient_image(50, 70, seed=1), [style],
                                   dataclasses.replace(options, steps=4), model=model, on_progress=lambda _: None)
-    assert result.shape == (91, 128, 3)
+        jobs = [transfer.Job(gradient_image(50, 70, seed=seed), [style], dataclasses.replace(options, steps=4),
+                             lambda _: None) for seed in (4, 5, 6)]
+        batch = transfer.stylize_batch(jobs, model, transfer.batch_size_for(len(jobs), 4))  # as a server pads it
+    assert result.shape == (91, 128, 3) and [r.shape for r in batch] == [(91, 128, 3)] * 3
     assert count.total() == 0, f"built after warmup: {count.by_function}"
 
 
@@ -64,12 +74,12 @@ def test_sizes_from_the_environment():
 def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
     release, calls = threading.Event(), []
 
-    def fake_warmup(sizes, styles=(), log=None, model=None):
-        calls.append((tuple(sizes), len(styles)))
+    def fake_warmup(sizes, styles=(), log=None, model=None, max_batch=1):
+        calls.append((tuple(sizes), len(styles), max_batch))
         release.wait(30)
 
     monkeypatch.setattr(warmup, "warmup", fake_warmup)
-    client, service = function(warmup_sizes=(256, 512))
+    client, service = function(warmup_sizes=(256, 512), warmup_batch=2)
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "warming_up"
     release.set()
@@ -77,7 +87,7 @@ def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
     while service.warmup.pending() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert client.get("/healthz").status_code == 200
-    assert calls == [((256, 512), len(service.presets.names()))]  # started once, with the built-in styles
+    assert calls == [((256, 512), len(service.presets.names()), 2)]  # started once, with the built-in styles
 
 
 def test_aspects_pick_their_families():
