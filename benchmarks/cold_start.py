@@ -8,7 +8,7 @@ Modes, each a fresh server process on a free localhost port, run in turns:
   empty   an empty persistent compilation cache;
   cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H]` (filled once, before the runs);
   warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program of every
-          aspect before /healthz says ready.
+          aspect (of --aspect's alone, NEURASTYLE_WARMUP_ASPECTS) before /healthz says ready.
 Per run: seconds from the process's start until /healthz answers 200 ("ready"), the first
 request's round trip ("first"), the same request again ("warm"), and start to first result
 ("total"). The request: a 3:4 generated photo and style (`common.generated_images`), default
@@ -60,12 +60,16 @@ def serve_once(env: dict, body: bytes, timeout: float, log_path: Path) -> dict:
             "rss_mb": rss}
 
 
-def mode_env(mode: str, cache: Path, empty: Path, size: int, weights: Path | None) -> dict:
-    """The server's environment in `mode`: its cache folder, and NEURASTYLE_WARMUP in "warmup"."""
-    env = {k: v for k, v in os.environ.items() if k not in ("NEURASTYLE_WARMUP", "NEURASTYLE_COMPILATION_CACHE")}
+def mode_env(mode: str, cache: Path, empty: Path, size: int, weights: Path | None, aspect: str | None = None) -> dict:
+    """The server's environment in `mode`: its cache folder, and NEURASTYLE_WARMUP (and
+    NEURASTYLE_WARMUP_ASPECTS, for `aspect` "W:H") in "warmup"."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NEURASTYLE_WARMUP", "NEURASTYLE_WARMUP_ASPECTS", "NEURASTYLE_COMPILATION_CACHE")}
     env["NEURASTYLE_COMPILATION_CACHE"] = str(empty if mode == "empty" else cache)
     if mode == "warmup":
         env["NEURASTYLE_WARMUP"] = str(size)
+        if aspect:
+            env["NEURASTYLE_WARMUP_ASPECTS"] = aspect
     if weights:
         env["NEURASTYLE_WEIGHTS"] = str(weights)
     return env
@@ -87,7 +91,7 @@ def main(argv=None) -> dict:
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--cache", type=Path, help="a cache `nst-jax warmup --size SIZE` filled already "
                                               "(default: filled now, in a temporary folder)")
-    p.add_argument("--aspect", help="W:H: fill the cache for this aspect only (the request's is 4:3)")
+    p.add_argument("--aspect", help="W:H: fill the cache, and warm up, for this aspect only (the request's is 4:3)")
     p.add_argument("--weights", type=Path)
     p.add_argument("--timeout", type=float, default=1800, help="s per server start or request")
     p.add_argument("--json", type=Path)
@@ -111,7 +115,7 @@ def main(argv=None) -> dict:
         try:
             for i in range(args.runs):
                 for mode in args.modes:
-                    env = mode_env(mode, cache, tmp / f"empty-{i}", args.size, args.weights)
+                    env = mode_env(mode, cache, tmp / f"empty-{i}", args.size, args.weights, args.aspect)
                     runs[mode].append(serve_once(env, body, args.timeout, log_path))
                     print(f"{mode} run {i + 1}: " + ", ".join(f"{k} {v:.2f}" for k, v in runs[mode][-1].items()),
                           file=sys.stderr, flush=True)

@@ -18,7 +18,8 @@
 #   throughput   8 default 512 px jobs batched against one at a time (benchmarks/throughput.py), after
 #                a warm-up of batches up to 8: what the first batch still compiles
 #   cold_start   a fresh server's first default 512 px request (100, 55, 30 steps at 256, 384, 512 px)
-#                against the same request warm: empty cache; cache after `nst-jax warmup --aspect 4:3`
+#                against the same request warm: empty cache; cache after `nst-jax warmup --aspect 4:3`;
+#                that cache and NEURASTYLE_WARMUP=512 NEURASTYLE_WARMUP_ASPECTS=4:3 (its ready time)
 #   bench_cl     JAX vs PyTorch channels-last at 2048 and 512 px, bf16 vs fp32 at 2048
 #   largest      one scale of 4096 px, 2 steps, batches of 1, 2, 4, 8 until one fails: peak memory,
 #                and whether the failure is the out-of-memory error the server answers with a 503
@@ -224,7 +225,7 @@ step bench 150 python benchmarks/bench.py "${bench_a[@]}" --precision bfloat16 -
   --json "$out/bench.json"
 step quality 200 "$self" --part quality_astronaut "$out"
 step throughput 200 python benchmarks/throughput.py "${throughput[@]}"
-step cold_start 180 python benchmarks/cold_start.py "${cold[@]}" --runs 1 --modes empty cache --aspect 4:3 \
+step cold_start 240 python benchmarks/cold_start.py "${cold[@]}" --runs 1 --modes empty cache warmup --aspect 4:3 \
   --json "$out/cold_start.json"
 step bench_cl 120 python benchmarks/bench.py "${bench_b[@]}" --precision bfloat16 --torch-channels-last \
   --skip cold-start memory --json "$out/bench_channels_last.json"

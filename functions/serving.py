@@ -279,7 +279,7 @@ class Service:
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs or self.stylize_batch
         self.warmup = InBackground(settings.warmup_sizes, self.model, list(self.presets.images().values()),
-                                   settings.warmup_batch)
+                                   settings.warmup_batch, settings.warmup_aspects)
 
     def stylize_batch(self, jobs: list[Job], model: Model) -> list:
         """`nst_jax.transfer.stylize_batch`, padded to a batch size of `transfer.batch_sizes`:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nst_jax import Limits, config
+from nst_jax import Limits, config, shapes
 from nst_jax.config import Config, env_number
 from nst_jax.errors import OptionsError
 
@@ -37,7 +37,7 @@ class Settings:
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS, _MAX_SECONDS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
-    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), _WARMUP_BATCH, THREADS and PORT; the library's own
+    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), _WARMUP_BATCH, _WARMUP_ASPECTS, THREADS and PORT; the library's own
     (`config`: _WEIGHTS, _WEIGHTS_DIR, _COMPILATION_CACHE, _PRECISION)."""
 
     config: Config = field(default_factory=Config)
@@ -59,6 +59,7 @@ class Settings:
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
     warmup_sizes: tuple[int, ...] = ()  # px: compiled before /healthz says ready (nst_jax.warmup)
     warmup_batch: int = 1  # and batches of up to this many requests (at most max_batch)
+    warmup_aspects: tuple[tuple[int, int], ...] | None = None  # (W, H) of the content images warmed; None: all
     port: int = 8080  # `nst-jax serve`'s, unless given
 
     @classmethod
@@ -103,6 +104,7 @@ class Settings:
             threads=threads,
             warmup_sizes=parse_sizes(env.get("NEURASTYLE_WARMUP", ""), limits),
             warmup_batch=number("WARMUP_BATCH", integer=True, low=1, high=max_batch),
+            warmup_aspects=parse_aspects(env.get("NEURASTYLE_WARMUP_ASPECTS", "")),
             port=env_number("PORT", d["port"], env, integer=True, low=1, high=65535),
         )
 
@@ -112,6 +114,16 @@ class Settings:
         behind queued jobs or slow uploads."""
         needed = self.max_concurrent + self.max_queue + self.max_uploads + SPARE_THREADS
         return self.threads or max(4 * (os.cpu_count() or 1), needed)
+
+
+def parse_aspects(text: str, name: str = "NEURASTYLE_WARMUP_ASPECTS") -> tuple[tuple[int, int], ...] | None:
+    """Aspect ratios (W, H) from a comma-separated list such as "4:3,3:4"; None ("") for every
+    one. Raises OptionsError naming `name`."""
+    try:
+        aspects = tuple(shapes.parse_aspect(item) for item in text.split(",") if item.strip())
+    except ValueError as e:
+        raise OptionsError(f"{name}={text!r}: {e}") from None
+    return aspects or None
 
 
 def parse_sizes(text: str, limits: Limits, name: str = "NEURASTYLE_WARMUP") -> tuple[int, ...]:

@@ -14,15 +14,16 @@ from nst_jax.model import Model
 
 
 class InBackground:
-    """`warmup(sizes, styles=..., model=load(), max_batch=max_batch)` on a thread of its own,
+    """`warmup(sizes, styles=..., model=load(), max_batch=..., aspects=...)` on a thread of its own,
     started once by `start`, with `styles` (h, w, 3) uint8 RGB (a server's built-in styles); `load` gives the
     model and switches the persistent compilation cache on (what it compiles is kept for the
     next instance). A server reports itself not ready while `pending`. A failure is logged and
     ends the warm-up (the requests then compile what they need)."""
 
     def __init__(self, sizes: Sequence[int], load: Callable[[], Model], styles: Sequence[np.ndarray] = (),
-                 max_batch: int = 1):
-        self.sizes, self.styles, self.load, self.max_batch = tuple(sizes), tuple(styles), load, max_batch
+                 max_batch: int = 1, aspects: Sequence[tuple[int, int]] | None = None):
+        self.sizes, self.styles, self.load = tuple(sizes), tuple(styles), load
+        self.max_batch, self.aspects = max_batch, aspects
         self._started = threading.Lock()  # held for good once started
         self._done = threading.Event()
         if not self.sizes:
@@ -40,7 +41,7 @@ class InBackground:
         try:
             log.info("warming up sizes %s", ", ".join(map(str, self.sizes)))
             warmup.warmup(self.sizes, styles=[images.to_float(s) for s in self.styles], log=log.info,
-                          model=self.load(), max_batch=self.max_batch)
+                          model=self.load(), max_batch=self.max_batch, aspects=self.aspects)
             log.info("warm-up done; compilation cache: %s", warmup.cache_summary())
         except Exception:  # noqa: BLE001  (a server without a warm-up still serves)
             log.exception("warm-up failed")

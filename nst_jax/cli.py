@@ -9,6 +9,7 @@ import math
 import sys
 from pathlib import Path
 
+from nst_jax import shapes
 from nst_jax.errors import NSTError
 from nst_jax.options import RECIPE_HELP, RECIPES, SPECS, Options, Spec
 from nst_jax.weights import FETCHABLE
@@ -103,11 +104,11 @@ def _at_least_one(text: str) -> int:
 
 
 def _aspect(text: str) -> tuple[int, int]:
-    """"W:H" -> (W, H), both positive whole numbers."""
-    w, _, h = text.partition(":")
-    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
-        raise argparse.ArgumentTypeError(f"an aspect ratio is W:H, e.g. 4:3, not {text!r}")
-    return int(w), int(h)
+    """"W:H" -> (W, H) (`nst_jax.shapes.parse_aspect`)."""
+    try:
+        return shapes.parse_aspect(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:

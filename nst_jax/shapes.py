@@ -38,6 +38,14 @@ def scale_sizes(size: int, min_scale: int, scale_ratio: float) -> list[int]:
     return sorted(set(sizes))
 
 
+def parse_aspect(text: str) -> tuple[int, int]:
+    """"W:H" (e.g. "4:3") -> (W, H), both positive whole numbers; else ValueError."""
+    w, _, h = text.strip().partition(":")
+    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise ValueError(f"an aspect ratio is W:H, e.g. 4:3, not {text!r}")
+    return int(w), int(h)
+
+
 def style_longest(style_shape: tuple[int, ...], longest: int, style_scale: float) -> int:
     """Longest side, px, the style image is analysed at while the content is at `longest`:
     `longest * style_scale`, but never more than the style image's own longest side (upscaling

@@ -63,6 +63,14 @@ def test_the_warmup_batch_is_at_most_the_largest_batch():
         Settings.from_env({"NEURASTYLE_MAX_BATCH": "2", "NEURASTYLE_WARMUP_BATCH": "4"})
 
 
+def test_the_warmup_aspects():
+    assert Settings.from_env({}).warmup_aspects is None  # every aspect
+    assert Settings.from_env({"NEURASTYLE_WARMUP_ASPECTS": " 4:3, 3:4,"}).warmup_aspects == ((4, 3), (3, 4))
+    for bad in ("4x3", "4:0", "4:3,wide", ":3"):
+        with pytest.raises(errors.NSTError, match="NEURASTYLE_WARMUP_ASPECTS"):
+            Settings.from_env({"NEURASTYLE_WARMUP_ASPECTS": bad})
+
+
 def test_counts_must_be_whole_numbers():
     with pytest.raises(errors.NSTError, match="NEURASTYLE_MAX_CONCURRENT"):
         Settings.from_env({"NEURASTYLE_MAX_CONCURRENT": "1.5"})

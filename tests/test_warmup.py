@@ -74,12 +74,12 @@ def test_sizes_from_the_environment():
 def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
     release, calls = threading.Event(), []
 
-    def fake_warmup(sizes, styles=(), log=None, model=None, max_batch=1):
-        calls.append((tuple(sizes), len(styles), max_batch))
+    def fake_warmup(sizes, styles=(), log=None, model=None, max_batch=1, aspects=None):
+        calls.append((tuple(sizes), len(styles), max_batch, aspects))
         release.wait(30)
 
     monkeypatch.setattr(warmup, "warmup", fake_warmup)
-    client, service = function(warmup_sizes=(256, 512), warmup_batch=2)
+    client, service = function(warmup_sizes=(256, 512), warmup_batch=2, warmup_aspects=((4, 3),))
     answer = client.get("/healthz")
     assert answer.status_code == 503 and answer.get_json()["error"]["code"] == "warming_up"
     release.set()
@@ -87,7 +87,8 @@ def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
     while service.warmup.pending() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert client.get("/healthz").status_code == 200
-    assert calls == [((256, 512), len(service.presets.names()), 2)]  # started once, with the built-in styles
+    # started once, with the built-in styles, the batches and the aspects of the settings
+    assert calls == [((256, 512), len(service.presets.names()), 2, ((4, 3),))]
 
 
 def test_aspects_pick_their_families():
