@@ -39,10 +39,11 @@ SETUP_IN_STEPS = 3
 
 
 # A step's measured seconds sway from one progress report to the next (a preview to encode and
-# send, other processes on the machine): the estimate is the steps-weighted mean of the reports,
-# the earlier ones fading by this factor at each new one, so that it still follows a real change
-# of speed within a few reports.
-STEP_COST_MEMORY = 0.5
+# send, other processes on the machine): the estimate is the mean over the recent steps, the
+# earlier ones fading by half every this many steps. Counted in steps, not reports, because
+# reports may come every few steps: one slow report then moves the estimate a little, and a
+# lasting change of speed still takes it over within a few half-lives.
+STEP_COST_HALF_LIFE = 20  # steps
 
 
 class StepCosts:
@@ -59,14 +60,15 @@ class StepCosts:
     def record(self, shape: Shape, batch: int, steps: int = 0, seconds: float = 0.0,
                setup_s: float | None = None) -> None:
         """Take a measurement: `steps` steps that took `seconds` together (into the fading mean,
-        `STEP_COST_MEMORY`), or a scale's seconds before its first step (the latest is kept). The
+        `STEP_COST_HALF_LIFE`), or a scale's seconds before its first step (the latest is kept). The
         first setup of a shape in this process compiles its programs; later ones do not, so it is
         not what the next run pays."""
         with self._lock:
             key = (shape, batch)
             if steps > 0 and seconds > 0:
                 total, counted = self._step.get(key, (0.0, 0.0))
-                self._step[key] = (STEP_COST_MEMORY * total + seconds, STEP_COST_MEMORY * counted + steps)
+                fade = 0.5 ** (steps / STEP_COST_HALF_LIFE)
+                self._step[key] = (fade * total + seconds, fade * counted + steps)
             if setup_s is not None and setup_s >= 0:
                 if key in self._compiled:
                     self._setup[key] = setup_s

@@ -30,20 +30,25 @@ def test_costs_measured_replace_the_defaults_and_scale_with_pixels():
     assert costs.step((512, 512)) == 0.35
 
 
-def test_a_step_cost_is_a_fading_mean_of_the_reports():
-    """One slow report (a preview to encode, another process) moves the estimate part of the way;
-    a lasting change of speed takes it over within a few reports."""
+def test_a_step_cost_is_a_mean_of_the_recent_steps():
+    """One slow report (a preview to encode, another process) moves the estimate a little, however
+    often the reports come; a lasting change of speed takes it over within a few half-lives."""
     costs = StepCosts("cpu")
     costs.record((128, 128), 1, steps=10, seconds=1.0)
     costs.record((128, 128), 1, steps=10, seconds=2.0)
-    memory = schedule.STEP_COST_MEMORY
-    assert costs.step((128, 128)) == pytest.approx((memory * 1.0 + 2.0) / (memory * 10 + 10))
+    fade = 0.5 ** (10 / schedule.STEP_COST_HALF_LIFE)
+    assert costs.step((128, 128)) == pytest.approx((fade * 1.0 + 2.0) / (fade * 10 + 10))
     assert 0.1 < costs.step((128, 128)) < 0.2
     costs.record((128, 128), 1, steps=40, seconds=4.0)  # more steps weigh more
     assert costs.step((128, 128)) < 0.12
-    for _ in range(8):
-        costs.record((128, 128), 1, steps=10, seconds=3.0)
-    assert costs.step((128, 128)) == pytest.approx(0.3, rel=0.01)
+    steady = StepCosts("cpu")
+    for _ in range(20):  # 0.1 s a step, reported every 3 steps
+        steady.record((128, 128), 1, steps=3, seconds=0.3)
+    steady.record((128, 128), 1, steps=3, seconds=0.9)  # a report 0.6 s late
+    assert 0.1 < steady.step((128, 128)) < 0.125
+    for _ in range(40):  # now 0.3 s a step, for good
+        steady.record((128, 128), 1, steps=3, seconds=0.9)
+    assert steady.step((128, 128)) == pytest.approx(0.3, rel=0.02)
 
 
 def measured(*shapes_and_costs) -> StepCosts:
