@@ -51,7 +51,7 @@ USER neurastyle
 # The compilation cache is per CPU kind: it helps where the image is built on the kind of CPU
 # that serves it; elsewhere the start-up warm-up compiles instead (minutes on a few cores).
 RUN if [ -z "$JAX_EXTRA" ] && [ -n "$WARMUP" ]; then \
-      nst-jax warmup $(echo "$WARMUP" | tr ',' '\n' | sed 's/^/--size /'); \
+      nst-jax warmup $(echo "$WARMUP" | tr ',' '\n' | sed 's/^/--size /') --style web/styles/*.jpg; \
     fi
 
 # `nst-jax serve` is functions-framework's gunicorn server (1 worker process, so one model

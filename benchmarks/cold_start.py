@@ -6,7 +6,8 @@ same request warm, by what the process starts with.
 
 Modes, each a fresh server process on a free localhost port, run in turns:
   empty   an empty persistent compilation cache;
-  cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H]` (filled once, before the runs);
+  cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H] --style web/styles/*.jpg`
+          (filled once, before the runs; the styles are the server's built-in paintings);
   warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program of every
           aspect (of --aspect's alone, NEURASTYLE_WARMUP_ASPECTS) before /healthz says ready.
 Per run: seconds from the process's start until /healthz answers 200 ("ready"), the first
@@ -107,6 +108,8 @@ def main(argv=None) -> dict:
             warm = [sys.executable, "-m", "nst_jax", "warmup", "--size", str(args.size)]
             warm += ["--weights", str(args.weights)] if args.weights else []
             warm += ["--aspect", args.aspect] if args.aspect else []
+            # the server's built-in paintings, as the Dockerfile's warm-up does
+            warm += ["--style", *map(str, sorted((common.REPO_ROOT / "web" / "styles").glob("*.jpg")))]
             subprocess.run(warm, check=True, cwd=common.REPO_ROOT,
                            env=with_checkout(mode_env("cache", cache, cache, args.size, None)))
             out["warmup_s"] = time.time() - start

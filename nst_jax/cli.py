@@ -93,6 +93,9 @@ def _add_warmup(sub) -> None:
                    help="only content images of this aspect ratio, e.g. 4:3 (repeat for more; default: all)")
     p.add_argument("--max-batch", type=_at_least_one, default=1, metavar="N",
                    help="batches of up to N requests too, as a server with NEURASTYLE_MAX_BATCH=N pads them")
+    p.add_argument("--style", type=Path, nargs="+", action="extend", default=[], metavar="FILE",
+                   help="style images to analyse exactly at every scale too, as a server's warm-up does with "
+                        "its built-in paintings (--style web/styles/*.jpg)")
     p.add_argument("--weights", type=Path, help="weights file (default: the fetched one)")
 
 
@@ -219,12 +222,13 @@ def run_serve(args) -> None:
 
 
 def run_warmup(args) -> None:
-    from nst_jax import load_model, warmup
+    from nst_jax import images, load_model, warmup
 
     for size in args.size:
         Options(size=size).validate()
+    styles = [images.read(path) for path in args.style]
     model = load_model(args.weights)
-    warmup.warmup(args.size, model=model, log=print, aspects=args.aspect, max_batch=args.max_batch)
+    warmup.warmup(args.size, model=model, styles=styles, log=print, aspects=args.aspect, max_batch=args.max_batch)
     print(f"compilation cache: {warmup.cache_summary()}")
 
 

@@ -44,6 +44,14 @@ def test_the_base_image_is_pinned_by_digest():
     assert re.search(r"^FROM \$\{PYTHON_IMAGE\}$", dockerfile, re.M)
 
 
+def test_the_images_warm_up_covers_the_built_in_paintings():
+    """A server's warm-up analyses its built-in paintings at every scale: the image's cache must
+    hold those programs too, or every new instance compiles them before it is ready."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    assert re.search(r"nst-jax warmup [^\n]*--style web/styles/\*\.jpg", dockerfile)
+    assert list((REPO_ROOT / "web" / "styles").glob("*.jpg"))
+
+
 def test_the_container_installs_the_tested_versions():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     installs = re.findall(r"pip install [^\n\\]*", dockerfile)

@@ -11,6 +11,7 @@ import pytest
 from conftest import gradient_image, random_weights
 
 from functions.settings import parse_sizes
+import nst_jax
 from nst_jax import model as model_lib, shapes, transfer, warmup
 from nst_jax.cli import build_parser
 from nst_jax.errors import OptionsError
@@ -40,6 +41,26 @@ def test_the_command_takes_several_sizes():
     for bad in ("0", "-2", "two", "1.5"):
         with pytest.raises(SystemExit):
             build_parser().parse_args(["warmup", "--size", "256", "--max-batch", bad])
+
+
+def test_the_command_warms_style_images_too(monkeypatch, tmp_path):
+    """`--style FILE...`: the images a server's warm-up analyses at every scale (its built-in
+    paintings), read before the model loads, so a bad file is a clear error at once."""
+    from nst_jax import images
+    from nst_jax.cli import run_warmup
+    from nst_jax.errors import NSTError
+
+    paths = [tmp_path / "a.png", tmp_path / "b.png"]
+    for path, (h, w) in zip(paths, ((40, 60), (50, 30))):
+        images.write(gradient_image(h, w), path)
+    calls = []
+    monkeypatch.setattr(nst_jax, "load_model", lambda weights=None: "model")
+    monkeypatch.setattr(warmup, "warmup", lambda sizes, **kw: calls.append((sizes, kw)))
+    run_warmup(build_parser().parse_args(["warmup", "--size", "64", "--style", *map(str, paths)]))
+    (sizes, kw), = calls
+    assert sizes == [64] and kw["model"] == "model" and [s.shape for s in kw["styles"]] == [(40, 60, 3), (50, 30, 3)]
+    with pytest.raises(NSTError, match="missing.png"):
+        run_warmup(build_parser().parse_args(["warmup", "--size", "64", "--style", str(tmp_path / "missing.png")]))
 
 
 @pytest.mark.slow
