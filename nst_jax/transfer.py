@@ -240,7 +240,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None,
         raise ValueError("jobs of one batch need the same batch_key, not None")
     if not jobs:
         return []
-    if batch_size is not None and (batch_size < len(jobs) or batch_key(jobs[0]) is None and batch_size > 1):
+    if batch_size is not None and (batch_size < len(jobs) or None in keys and batch_size > 1):
         raise ValueError(f"a batch of {len(jobs)} jobs cannot run as {batch_size}")
     first = jobs[0].options
     model = model or load_model()
