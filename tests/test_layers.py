@@ -54,7 +54,7 @@ def test_direct_convolution_gradient_uses_the_prepared_kernel(shape):
     flipped = layers.backward_kernel(kernel)
     y, dx = value_and_input_grad(lambda x: layers.conv3x3(x, kernel, flipped), x, cotangent)
     y_ref, dx_ref = value_and_input_grad(lambda x: reference_conv(x, kernel), x, cotangent)
-    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(y, y_ref)  # the same XLA convolution on both sides
     assert relative(dx, dx_ref) < 1e-6
     # The gradient is computed from `flipped` alone: a wrong one gives a wrong gradient.
     _, dx_wrong = value_and_input_grad(lambda x: layers.conv3x3(x, kernel, -flipped), x, cotangent)
@@ -70,6 +70,7 @@ def test_max_pool_and_gradient_match_xla_including_ties(hw):
     y, dx = value_and_input_grad(layers.max_pool_2x2, x, cotangent)
     y_ref, dx_ref = value_and_input_grad(
         lambda x: jax.lax.reduce_window(x, -jnp.inf, jax.lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID"), x, cotangent)
+    # bit for bit: a max and its gradient pick values, they round nothing
     np.testing.assert_array_equal(y, y_ref)
     np.testing.assert_array_equal(dx, dx_ref)
 
