@@ -4,10 +4,12 @@ Function's requirements, and settings that suit the platforms DEPLOY.md names.""
 from __future__ import annotations
 
 import re
+import tomllib
 from importlib import metadata
 
 from conftest import REPO_ROOT
 from packaging.requirements import Requirement
+from packaging.specifiers import SpecifierSet
 from packaging.utils import canonicalize_name
 
 from functions.settings import Settings
@@ -68,6 +70,23 @@ def test_the_functions_requirements_pin_every_runtime_dependency_at_the_tested_v
         assert tested.get(name) == version, f"{name}=={version}, tested with {tested.get(name)}"
         missing = runtime_requirements(name) - set(required)
         assert not missing, f"{name} needs {sorted(missing)}, not pinned"
+
+
+def test_the_oldest_python_the_project_accepts_runs_every_pinned_package():
+    """pip refuses a Python outside requires-python with a clear message; an older one that it
+    let through would fail later, on a pinned package that needs a newer Python."""
+    accepted = SpecifierSet(tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
+    oldest = next(v for v in (f"3.{minor}" for minor in range(6, 20)) if v in accepted)
+    installed = {canonicalize_name(d.metadata["Name"]): d for d in metadata.distributions()}
+    pinned = pins(REPO_ROOT / "constraints.txt")
+    assert {"numpy", "scipy", "jax"} <= set(installed) & set(pinned)
+    for name, version in pinned.items():
+        if name not in installed:  # an extra this environment did not install
+            continue
+        needs = installed[name].metadata.get("Requires-Python") or ""
+        assert oldest in SpecifierSet(needs), f"{name}=={version} needs Python {needs}, pyproject accepts {oldest}"
+    base = re.search(r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)", (REPO_ROOT / "Dockerfile").read_text(), re.M)
+    assert base and base.group(1) in accepted
 
 
 def test_the_drain_fits_in_cloud_runs_grace_period():
