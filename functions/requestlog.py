@@ -2,10 +2,9 @@
 parse (Cloud Logging's structured JSON: ``severity``, ``message``, ``httpRequest``, the trace),
 or plain text on a terminal.
 
-`configure(environ)` sets up the standard `logging` machinery once per process: a handler on
-stdout whose formatter writes JSON where ``K_SERVICE`` is set (Cloud Run) or
-``NEURASTYLE_LOG_FORMAT=json``, and text otherwise (``NEURASTYLE_LOG_FORMAT=text`` forces it).
-Every record of the ``neurastyle`` loggers goes through it; `log_request` writes the request's
+`configure(log_format, project)` sets up the standard `logging` machinery once per process: a
+handler on stdout whose formatter writes JSON or text (`Settings.log_format`: JSON where
+``K_SERVICE`` is set (Cloud Run) or ``NEURASTYLE_LOG_FORMAT=json``). Every record of the ``neurastyle`` loggers goes through it; `log_request` writes the request's
 line. A line never holds a request's images, a file path or a stack trace: its fields are
 the request's head (method, URL, sizes, user agent, address, trace), status, timings and the
 `Work` summary (numbers and names).
@@ -30,20 +29,12 @@ _CLOUD_TRACE = re.compile(r"^([0-9a-fA-F]{32})(?:/(\d+))?")  # X-Cloud-Trace-Con
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")  # W3C
 
 
-def log_format(environ: Mapping[str, str]) -> str:
-    """"json" or "text", as the module's docstring says; ValueError for another value."""
-    chosen = environ.get("NEURASTYLE_LOG_FORMAT", "").strip().lower()
-    if chosen not in ("", "json", "text"):
-        raise ValueError(f"NEURASTYLE_LOG_FORMAT must be json or text, not {chosen!r}")
-    return chosen or ("json" if environ.get("K_SERVICE") else "text")
-
-
-def configure(environ: Mapping[str, str]) -> None:
-    """The process's log handler on stdout, with the formatter `environ` picks; the ``neurastyle``
-    loggers at INFO. Where logging is set up already (a host application, pytest), it is kept."""
+def configure(log_format: str, project: str | None = None) -> None:
+    """The process's log handler on stdout, writing `log_format` ("json", with trace ids of
+    `project`, or "text"); the ``neurastyle`` loggers at INFO. Where logging is set up already
+    (a host application, pytest), it is kept."""
     handler = logging.StreamHandler(sys.stdout)
-    handler.setFormatter(JsonFormatter(environ.get("GOOGLE_CLOUD_PROJECT") or None)
-                         if log_format(environ) == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(project) if log_format == "json" else TextFormatter())
     logging.basicConfig(handlers=[handler])
     logging.getLogger("neurastyle").setLevel(logging.INFO)
 

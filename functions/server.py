@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from pathlib import Path
 
 from functions import http_errors, requestlog
 from functions.serving import Service, process_service
+from functions.settings import Settings
 from nst_jax.errors import NSTError
 
 TARGET = "neurastyle"
@@ -132,13 +132,17 @@ def serve(host: str = "127.0.0.1", port: int | None = None) -> None:
     port = port or service.settings.port
     app = functions_framework.create_app(target=TARGET, source=str(Path(__file__).resolve().parent / "main.py"))
     print(f"NeuraStyle on http://{host}:{port}/  (stylize: POST /stylize, health: GET /healthz)", flush=True)
-    application(app, {
-        "bind": f"{host}:{port}",
-        "workers": int(os.environ.get("WORKERS", 1)),  # keep 1: each process loads its own model
-        "threads": service.settings.server_threads(),
-        "worker_class": draining_worker(service),
-        "timeout": int(os.environ.get("CLOUD_RUN_TIMEOUT_SECONDS", 0)),  # as functions-framework: 0, none
-        "graceful_timeout": math.ceil(service.settings.drain_s) + 5,
+    application(app, {"bind": f"{host}:{port}", "worker_class": draining_worker(service),
+                      **gunicorn_settings(service.settings)}).run()
+
+
+def gunicorn_settings(settings: Settings) -> dict:
+    """gunicorn's settings (other than where to listen and the worker class) of `settings`."""
+    return {
+        "workers": settings.workers,
+        "threads": settings.server_threads(),
+        "timeout": settings.worker_timeout_s,
+        "graceful_timeout": math.ceil(settings.drain_s) + 5,  # covers the drain
         "limit_request_line": MAX_REQUEST_LINE,
-        "loglevel": os.environ.get("GUNICORN_LOG_LEVEL", "error"),
-    }).run()
+        "loglevel": settings.gunicorn_log_level,
+    }

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import math
-import os
 import queue
 import socket
 import threading
@@ -384,7 +383,8 @@ DRAIN = Drain()  # the process's: SIGTERM reaches the whole worker process
 
 @functools.cache
 def process_service() -> Service:
-    """The process's service, built once from the environment (main.py's and the server's);
-    the process's log set up first."""
-    requestlog.configure(os.environ)
-    return Service(Settings.from_env(), drain=DRAIN)
+    """The process's service, built once from the environment (main.py's and the server's),
+    and the process's log set up as its settings say. A malformed setting stops it here."""
+    settings = Settings.from_env()
+    requestlog.configure(settings.log_format, settings.cloud_project)
+    return Service(settings, drain=DRAIN)

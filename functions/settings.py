@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nst_jax import Limits, config, shapes
-from nst_jax.config import Config, env_number
+from nst_jax.config import Config, env_choice, env_number
 from nst_jax.errors import OptionsError
 
 HERE = Path(__file__).resolve().parent
@@ -21,6 +21,8 @@ HERE = Path(__file__).resolve().parent
 # wait in line too).
 DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000, max_seconds=240.0)
 SPARE_THREADS = 4  # for /healthz, the page and refusals
+LOG_FORMATS = ("json", "text")
+GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def default_web_dir() -> Path:
@@ -37,8 +39,11 @@ class Settings:
     Environment (the names of DEPLOY.md): NEURASTYLE_MAX_SIZE, _MAX_STEPS, _MAX_SECONDS (`limits`),
     _MAX_PIXELS, _MAX_REQUEST_PIXELS, _MAX_BODY_BYTES, _MAX_CONCURRENT, _MAX_QUEUE, _MAX_BATCH, _MAX_UPLOADS,
     _READ_TIMEOUT_S, _BODY_TIMEOUT_S, _DEADLINE_S, _DRAIN_S, _CORS_ORIGINS (comma-separated,
-    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), _WARMUP_BATCH, _WARMUP_ASPECTS, THREADS and PORT; the library's own
-    (`config`: _WEIGHTS, _WEIGHTS_DIR, _COMPILATION_CACHE, _PRECISION)."""
+    or "*"), _WEB_DIR, _WARMUP (sizes, comma-separated), _WARMUP_BATCH, _WARMUP_ASPECTS,
+    _LOG_FORMAT; the platform's and gunicorn's, as functions-framework reads them: PORT, THREADS,
+    WORKERS, CLOUD_RUN_TIMEOUT_SECONDS, GUNICORN_LOG_LEVEL, K_SERVICE (set on Cloud Run: the log
+    is JSON there), GOOGLE_CLOUD_PROJECT; the library's own (`config`: _WEIGHTS, _WEIGHTS_DIR,
+    _COMPILATION_CACHE, _PRECISION)."""
 
     config: Config = field(default_factory=Config)
     limits: Limits = DEPLOYMENT_LIMITS
@@ -61,6 +66,11 @@ class Settings:
     warmup_batch: int = 1  # and batches of up to this many requests (at most max_batch)
     warmup_aspects: tuple[tuple[int, int], ...] | None = None  # (W, H) of the content images warmed; None: all
     port: int = 8080  # `nst-jax serve`'s, unless given
+    workers: int = 1  # gunicorn processes; keep 1: each process loads its own model
+    worker_timeout_s: int = 0  # gunicorn's worker timeout, as functions-framework sets it; 0: none
+    gunicorn_log_level: str = "error"  # one of GUNICORN_LOG_LEVELS
+    log_format: str = "text"  # one of LOG_FORMATS (`requestlog.configure`); "json" where K_SERVICE is set
+    cloud_project: str | None = None  # the project a trace id belongs to, in the JSON log
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -106,6 +116,12 @@ class Settings:
             warmup_batch=number("WARMUP_BATCH", integer=True, low=1, high=max_batch),
             warmup_aspects=parse_aspects(env.get("NEURASTYLE_WARMUP_ASPECTS", "")),
             port=env_number("PORT", d["port"], env, integer=True, low=1, high=65535),
+            workers=env_number("WORKERS", d["workers"], env, integer=True, low=1),
+            worker_timeout_s=env_number("CLOUD_RUN_TIMEOUT_SECONDS", d["worker_timeout_s"], env, integer=True),
+            gunicorn_log_level=env_choice("GUNICORN_LOG_LEVEL", d["gunicorn_log_level"], GUNICORN_LOG_LEVELS, env),
+            log_format=env_choice("NEURASTYLE_LOG_FORMAT", "json" if env.get("K_SERVICE") else d["log_format"],
+                                  LOG_FORMATS, env),
+            cloud_project=env.get("GOOGLE_CLOUD_PROJECT") or None,
         )
 
     def server_threads(self) -> int:

@@ -44,6 +44,19 @@ def env_number(name: str, default: float, environ: Mapping[str, str], *,
     return int(value) if integer else value
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...], environ: Mapping[str, str]) -> str:
+    """The word in environment variable `name` of `environ` (case and surrounding blanks
+    ignored), one of `choices`, or `default` where it is unset or blank. The one reader of
+    settings that name one of a few values. Raises OptionsError naming the variable."""
+    raw = environ.get(name, "")
+    value = raw.strip().lower()
+    if not value:
+        return default
+    if value not in choices:
+        raise OptionsError(f"environment variable {name}={raw!r} must be one of {', '.join(choices)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Config:
     """Where the library finds its files and how it runs.
@@ -66,16 +79,12 @@ class Config:
         """The configuration `environ` gives (unset or blank variables: the defaults). Raises
         OptionsError naming a malformed variable."""
         cache = environ.get("NEURASTYLE_COMPILATION_CACHE")
-        precision = environ.get("NEURASTYLE_PRECISION") or cls.precision
-        if precision not in PRECISIONS:
-            raise OptionsError(f"environment variable NEURASTYLE_PRECISION={precision!r} must be one of "
-                               f"{', '.join(PRECISIONS)}")
         return cls(
             weights=Path(environ["NEURASTYLE_WEIGHTS"]) if environ.get("NEURASTYLE_WEIGHTS") else None,
             weights_dir=Path(environ.get("NEURASTYLE_WEIGHTS_DIR") or CHECKOUT_WEIGHTS_DIR),
             compilation_cache=(default_compilation_cache() if cache is None else
                                None if cache in ("", "off") else Path(cache)),
-            precision=precision,
+            precision=env_choice("NEURASTYLE_PRECISION", cls.precision, PRECISIONS, environ),
         )
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 from helpers import CONTENT, STYLE, FakeStylize, assert_error, body, hold_the_slot, lockstep, per_job
 
-from functions.requestlog import JsonFormatter, TextFormatter, log_format
+from functions.requestlog import JsonFormatter, TextFormatter
 
 TRACE_ID = "105445aa7843bc8bf206b12000100000"
 
@@ -144,19 +144,3 @@ def test_the_text_format_is_one_readable_line(client, caplog):
     assert "\n" not in text
     assert text.startswith("INFO neurastyle.request: POST /stylize 200 ")
     assert "size=32" in text and "steps=1" in text and f"trace={TRACE_ID}" in text
-
-
-@pytest.mark.parametrize("environ, expected", [
-    ({}, "text"),
-    ({"K_SERVICE": "neurastyle"}, "json"),
-    ({"NEURASTYLE_LOG_FORMAT": "json"}, "json"),
-    ({"K_SERVICE": "neurastyle", "NEURASTYLE_LOG_FORMAT": "text"}, "text"),
-    ({"NEURASTYLE_LOG_FORMAT": " JSON "}, "json"),
-])
-def test_the_format_is_json_on_cloud_run_or_when_asked(environ, expected):
-    assert log_format(environ) == expected
-
-
-def test_an_unknown_format_stops_the_loading():
-    with pytest.raises(ValueError, match="NEURASTYLE_LOG_FORMAT"):
-        log_format({"NEURASTYLE_LOG_FORMAT": "xml"})

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from conftest import server_env
 
+from benchmarks.harness import with_checkout
+from functions.server import gunicorn_settings
 from functions.settings import Settings
 from nst_jax import Limits, errors
 
@@ -49,7 +54,8 @@ def test_the_server_has_a_thread_for_every_admitted_request():
     assert Settings(threads=5).server_threads() == 5
 
 
-@pytest.mark.parametrize("name", ["NEURASTYLE_DEADLINE_S", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_MAX_SECONDS", "THREADS"])
+@pytest.mark.parametrize("name", ["NEURASTYLE_DEADLINE_S", "NEURASTYLE_MAX_QUEUE", "NEURASTYLE_MAX_SECONDS", "THREADS",
+                                  "WORKERS", "CLOUD_RUN_TIMEOUT_SECONDS"])
 @pytest.mark.parametrize("value", ["abc", "-1", "nan", "inf", "1e999"])
 def test_bad_settings_are_refused_naming_the_variable(name, value):
     with pytest.raises(errors.NSTError, match=name):
@@ -99,3 +105,47 @@ def test_the_librarys_own_limits_are_a_deployments_largest(function):
     assert settings.limits == dataclasses.replace(library, max_seconds=240)
     client, _ = function(limits=settings.limits)
     assert client.get("/config").get_json()["limits"]["max_size"] == library.max_size
+
+
+def test_gunicorns_settings_come_from_the_settings():
+    settings = Settings.from_env({"WORKERS": "2", "CLOUD_RUN_TIMEOUT_SECONDS": "300", "GUNICORN_LOG_LEVEL": " Info ",
+                                  "THREADS": "7", "NEURASTYLE_DRAIN_S": "3.5"})
+    assert (settings.workers, settings.worker_timeout_s, settings.gunicorn_log_level) == (2, 300, "info")
+    chosen = gunicorn_settings(settings)
+    assert (chosen["workers"], chosen["timeout"], chosen["loglevel"], chosen["threads"]) == (2, 300, "info", 7)
+    assert chosen["graceful_timeout"] >= 3.5  # the drain fits in gunicorn's grace period
+    default = gunicorn_settings(Settings.from_env({}))
+    assert (default["workers"], default["timeout"], default["loglevel"]) == (1, 0, "error")
+
+
+@pytest.mark.parametrize("environ, expected", [
+    ({}, "text"),
+    ({"K_SERVICE": "neurastyle"}, "json"),
+    ({"NEURASTYLE_LOG_FORMAT": "json"}, "json"),
+    ({"K_SERVICE": "neurastyle", "NEURASTYLE_LOG_FORMAT": "text"}, "text"),
+    ({"NEURASTYLE_LOG_FORMAT": " JSON "}, "json"),
+])
+def test_the_log_is_json_on_cloud_run_or_when_asked(environ, expected):
+    assert Settings.from_env(environ).log_format == expected
+
+
+def test_the_logs_project():
+    assert Settings.from_env({}).cloud_project is None
+    assert Settings.from_env({"GOOGLE_CLOUD_PROJECT": "proj"}).cloud_project == "proj"
+
+
+@pytest.mark.parametrize("name, value", [("NEURASTYLE_LOG_FORMAT", "xml"), ("GUNICORN_LOG_LEVEL", "loud"),
+                                         ("NEURASTYLE_PRECISION", "float16")])
+def test_a_word_that_is_none_of_its_choices_is_refused_naming_the_variable(name, value):
+    with pytest.raises(errors.NSTError, match=f"{name}='{value}' must be one of"):
+        Settings.from_env({name: value})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, value", [("GUNICORN_LOG_LEVEL", "loud"), ("WORKERS", "two")])
+def test_a_bad_setting_stops_the_server_at_start_with_one_line_naming_it(name, value):
+    run = subprocess.run([sys.executable, "-m", "nst_jax", "serve", "--port", "1"], capture_output=True, text=True,
+                         env=with_checkout({**server_env(), name: value}), timeout=120)
+    assert run.returncode == 2
+    [line] = run.stderr.strip().splitlines()
+    assert line.startswith("nst-jax: error: ") and f"{name}={value!r}" in line
