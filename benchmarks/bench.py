@@ -7,7 +7,7 @@
     python benchmarks/bench.py --sizes 512 2048 --steps 40 --profile 10   # + each one's top kernels
 
 Reports, per size (longest side; 3:4 images, generated unless --content/--style):
-  * ms per Adam step, NeuraStyle's own loop (`nst_jax.optim.adam`) and
+  * ms per Adam step, NeuraStyle's own loop (`nst_jax.optim.run_adam`) and
     `torch_reference.TorchStylizer`, timed in turns (A/B, B/A, ...): medians, minima and the
     median of the paired JAX/PyTorch ratios;
   * compile time: the first call minus the steady time of as many steps (PyTorch's

@@ -30,8 +30,10 @@ import urllib.request
 from pathlib import Path
 
 import common
-from harness import LiveServer, b64, rss_mb, with_checkout
 from nst_jax import images
+
+sys.path.append(str(common.REPO_ROOT / "tests"))  # the real server in a child process: the tests' liveserver.py
+from liveserver import LiveServer, b64, rss_mb, with_checkout  # noqa: E402
 
 MODES = ("empty", "cache", "warmup")
 

@@ -82,7 +82,7 @@ def problem_of(model, content: np.ndarray, style: np.ndarray, options: Options =
 
 
 class JaxStylizer:
-    """NeuraStyle's own loop (`nst_jax.optim.adam`) on one content/style pair at one size."""
+    """NeuraStyle's own loop (`nst_jax.optim.run_adam`) on one content/style pair at one size."""
 
     def __init__(self, model, content: np.ndarray, style: np.ndarray, options: Options = Options()):
         self.model, self.options = model, options
@@ -97,7 +97,7 @@ class JaxStylizer:
         start = optim.AdamCarry.start(jnp.array(self.content))  # a copy: the loop donates its input
         start.image.block_until_ready()
         t = time.perf_counter()
-        self.image = optim.adam(start, self.problem, self.lr, self.decay, n_steps, lambda *_: True).result()
+        self.image = optim.run_adam(start, self.problem, self.lr, self.decay, n_steps, lambda *_: True).result()
         self.image.block_until_ready()
         return time.perf_counter() - t
 

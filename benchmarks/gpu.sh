@@ -152,7 +152,7 @@ import jax, numpy as np
 import nst_jax
 from nst_jax.options import Options
 from nst_jax.transfer import Job, stylize_batch
-from functions.serving import out_of_memory
+from nst_jax.errors import is_out_of_memory
 
 size = int(sys.argv[1])
 model = nst_jax.load_model()
@@ -167,7 +167,7 @@ for batch in (1, 2, 4, 8):
         outcomes = stylize_batch(jobs, model)
     except Exception as e:  # noqa: BLE001  (out of memory: the answer)
         print(f"{size} px x {batch}: failed after {time.perf_counter() - start:.1f} s, "
-              f"out_of_memory (a 503 from the server): {out_of_memory(e)}: {type(e).__name__}: {str(e)[:300]}")
+              f"out_of_memory (a 503 from the server): {is_out_of_memory(e)}: {type(e).__name__}: {str(e)[:300]}")
         break
     stats = jax.devices()[0].memory_stats() or {}
     print(f"{size} px x {batch}, one scale, 2 steps: {time.perf_counter() - start:.1f} s (compiling included), "

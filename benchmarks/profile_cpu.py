@@ -9,7 +9,7 @@ idle machine, "median" what a shared machine gives):
              library's Winograd F(2x2, 3x3) (`nst_jax.winograd`) and PyTorch (oneDNN);
   breakdown  one step's time by kind of XLA operation (jax.profiler trace with XLA's per-op
              TraceMe; thread time, so it can exceed the wall time), and PyTorch's top operators;
-  variants   the library's loop (`optim.adam`) against one compiled call per step, the
+  variants   the library's loop (`optim.run_adam`) against one compiled call per step, the
              library without Winograd layers, and PyTorch;
   flags      the step under XLA_FLAGS variants, each in a child process, in turns.
 """
@@ -167,7 +167,7 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
     def library(model):
         problem = run.problem.replace(net=model.net, params=model.params)
         def run_n(n):
-            return optim.adam(optim.AdamCarry.start(jnp.array(image)), problem, run.lr, run.decay, n,
+            return optim.run_adam(optim.AdamCarry.start(jnp.array(image)), problem, run.lr, run.decay, n,
                               lambda *_: True).result()
         return run_n
 
@@ -186,7 +186,7 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
         return trun.result()[None]
 
     winograd = ", ".join(model.net.winograd_layers) or "none"
-    base = "library (`optim.adam`)"
+    base = "library (`optim.run_adam`)"
     runs = {base: library(model), "one compiled call per step": step_by_step,
             "library without Winograd": library(direct), "PyTorch (`torch_reference`)": pytorch}
     ms = best_of({name: functools.partial(f, steps) for name, f in runs.items()}, repeats)

@@ -35,7 +35,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from harness import LiveServer, b64, decode_png, encode, png, rss_mb
+sys.path.append(str(Path(__file__).resolve().parent.parent / "tests"))  # the tests' liveserver.py
+from liveserver import LiveServer, b64, decode_png, encode, png, rss_mb  # noqa: E402
 
 
 def png_b64(seed: int, side: int = 40) -> str:

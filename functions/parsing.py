@@ -50,7 +50,7 @@ def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndar
     styles = style_sources(payload, settings, presets)
     options = parse_options(payload, len(styles), settings)
     encoded = {"content_image": content, **{name: s for name, s in styles.items() if isinstance(s, bytes)}}
-    check_budget(encoded, settings)
+    check_request_pixels(encoded, settings)
     content_side, style_side = useful_sides(options)
     return StylizeRequest(
         images.decode_rgb8(content, settings.max_pixels, "content_image", content_side),
@@ -67,7 +67,7 @@ def useful_sides(options: Options) -> tuple[int, int]:
     return side, math.ceil(side * max(1.0, options.style_scale))
 
 
-def check_budget(encoded: Mapping[str, bytes], settings: Settings) -> None:
+def check_request_pixels(encoded: Mapping[str, bytes], settings: Settings) -> None:
     """The images' pixels, as their headers claim them, within the request's budget (413)."""
     total = sum(images.pixels(data, settings.max_pixels, name) for name, data in encoded.items())
     if total > settings.max_request_pixels:

@@ -22,15 +22,15 @@ from jax import monitoring
 from nst_jax import Progress, errors, images, load_model
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
-from nst_jax.transfer import Job, batch_key, batch_size_for, check_budget, stylize_batch
+from nst_jax.transfer import Job, batch_key, batch_size_for, check_time_budget, stylize_batch
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
+from functions.background_warmup import BackgroundWarmup
 from functions.connection import peer_closed, read_body
 from functions.parsing import StylizeRequest, parse_stylize
 from functions.presets import Presets
 from functions.settings import Settings
-from functions.warming import InBackground
 
 PREVIEW_SIDE = 256  # px, longest side of streamed previews
 PREVIEW_INTERVAL_S = 0.5  # at most this often
@@ -39,15 +39,6 @@ DECODERS = 2  # requests decoding their images at once
 log = logging.getLogger("neurastyle")
 COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
                   "/jax/core/compile/backend_compile_duration")  # JAX's own timings of tracing, lowering, compiling
-
-
-def out_of_memory(e: BaseException) -> bool:
-    """Whether `e` says the host or the accelerator ran out of memory (XLA RESOURCE_EXHAUSTED)."""
-    if isinstance(e, MemoryError):
-        return True
-    if type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
-        return False
-    return "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()
 
 
 # --- what a request did, for its log line ------------------------------------------------
@@ -197,7 +188,7 @@ class Stylization:
             log.info("client went away; stopped after %d of the steps", self.work.steps)
             raise errors.NSTError("the client went away", "client_closed") from None
         if isinstance(outcome, BaseException):
-            if not out_of_memory(outcome):
+            if not errors.is_out_of_memory(outcome):
                 raise outcome
             size = self.request.options.size
             log.warning("out of memory at size %d: %s", size, outcome)
@@ -277,7 +268,7 @@ class Service:
         self.decoders = threading.BoundedSemaphore(DECODERS)
         self.presets = presets if presets is not None else Presets.load(settings.web_dir)
         self.run_jobs = run_jobs or self.stylize_batch
-        self.warmup = InBackground(settings.warmup_sizes, self.model, list(self.presets.images().values()),
+        self.warmup = BackgroundWarmup(settings.warmup_sizes, self.model, list(self.presets.images().values()),
                                    settings.warmup_batch, settings.warmup_aspects)
 
     def stylize_batch(self, jobs: list[Job], model: Model) -> list:
@@ -323,7 +314,7 @@ class Service:
         `connection`, its work stops at its next progress report. A time budget too small for
         this size is refused here, before the wait in line."""
         model = self.model()
-        check_budget(request.content.shape, request.options, model)
+        check_time_budget(request.content.shape, request.options, model)
         return Stylization(self, request, model, ticket, deadline, connection)
 
     def wait_turn(self, stylization: Stylization) -> None:

@@ -1,5 +1,7 @@
 """Errors a user can cause and fix. The CLI prints them; the HTTP function maps them to 4xx/503."""
 
+from __future__ import annotations
+
 
 class NSTError(ValueError):
     """Base of every user-facing error. `code` is a stable machine-readable name."""
@@ -32,3 +34,13 @@ class WeightsError(NSTError):
 
 class Cancelled(Exception):
     """Raised by a progress callback to stop a run (client gone, deadline passed)."""
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """Whether `e` says the host or the accelerator ran out of memory (XLA RESOURCE_EXHAUSTED):
+    a smaller size may fit, so the HTTP function answers it as `out_of_memory`, not a bug."""
+    if isinstance(e, MemoryError):
+        return True
+    if type(e).__name__ not in ("JaxRuntimeError", "XlaRuntimeError"):
+        return False
+    return "RESOURCE_EXHAUSTED" in str(e) or "out of memory" in str(e).lower()

@@ -1,5 +1,6 @@
-"""The optimisers: Adam (compiled loop) or L-BFGS (SciPy) on the pixels of a batch of images,
-minimising a `nst_jax.problem.Problem`.
+"""The optimisers: Adam (`run_adam`: compiled loops of `run_steps`, a progress report between
+them) or L-BFGS (`run_lbfgs`: SciPy's) on the pixels of a batch of images, minimising a
+`nst_jax.problem.Problem`.
 
 Everything here works on float32 RGB arrays (N, H, W, 3) in [0, 1]. A batch axis N runs
 independent stylizations side by side in one program (Adam is elementwise, so stacking images
@@ -113,8 +114,8 @@ REPORT_EVERY_S = 3.0
 Report = Callable[[int, np.ndarray, jax.Array, int], bool]
 
 
-def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
-         report: Report, deadline: float = math.inf) -> AdamCarry:
+def run_adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
+             report: Report, deadline: float = math.inf) -> AdamCarry:
     """Run `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and averaging
     `decay` (N,). `report` is called now and then with the averaged image, last with
     steps_done == n_steps unless it stopped the run by returning False. No call starts that
@@ -140,7 +141,7 @@ def adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_
     return carry
 
 
-def lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> jax.Array:
+def run_lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> jax.Array:
     """At most `n_steps` iterations of SciPy's L-BFGS-B within [0, 1] from `image`, reporting
     after each. Returns the last iterate.
 

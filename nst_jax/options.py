@@ -82,7 +82,7 @@ class Spec:
     def bounds(self, limits: Limits) -> tuple[float | None, float | None]:
         return tuple(b(limits) if callable(b) else b for b in (self.minimum, self.maximum))
 
-    def problem(self, value, limits: Limits) -> str | None:
+    def why_invalid(self, value, limits: Limits) -> str | None:
         """Why `value` is not valid for this option ("must be ..., got ..."), or None."""
         low, high = self.bounds(limits)
         if value is None and self.nullable:
@@ -244,7 +244,7 @@ class Options:
             raise OptionsError(message if len(message) <= MESSAGE_MAX else message[:MESSAGE_MAX] + "…")
 
         for spec in SPECS:
-            why = spec.problem(getattr(self, spec.name), limits)
+            why = spec.why_invalid(getattr(self, spec.name), limits)
             if why:
                 bad(spec.name, why)
         if self.style_weight == 0 and 0 in (self.content_weight, self.fine_content_weight):

@@ -164,7 +164,7 @@ def step_costs(model: Model) -> schedule.StepCosts:
     return schedule.device_costs(model.device)
 
 
-def check_budget(content_shape: tuple[int, ...], options: Options, model: Model, batch: int = 1) -> None:
+def check_time_budget(content_shape: tuple[int, ...], options: Options, model: Model, batch: int = 1) -> None:
     """Raise OptionsError where `options.max_seconds` is too small for a useful picture of a
     `content_shape` content image at `options.size` on this machine (`schedule.minimum_seconds`)."""
     if options.max_seconds is None:
@@ -255,7 +255,7 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None,
     lr = jnp.asarray([p.job.options.lr for p in prepared], jnp.float32)
     decay = jnp.asarray([p.job.options.average_decay for p in prepared], jnp.float32)
     costs, batch = step_costs(model), len(prepared)
-    check_budget(jobs[0].content.shape, first, model, batch)
+    check_time_budget(jobs[0].content.shape, first, model, batch)
     start = time.perf_counter()
     end = math.inf if first.max_seconds is None else start + first.max_seconds
     recipe = plan(jobs[0].content.shape, first)
@@ -292,10 +292,10 @@ def stylize_batch(jobs: Sequence[Job], model: Model | None = None,
             return any(p.outcome is None for p in prepared) and (first.optimizer == "adam" or now < deadline)
 
         if first.optimizer == "lbfgs":
-            image = optim.lbfgs(image, objective, steps, report)
+            image = optim.run_lbfgs(image, objective, steps, report)
         else:
             carry = optim.AdamCarry.start(image) if carry is None else optim.resize_carry(carry, image)
-            carry = optim.adam(carry, objective, lr, decay, steps, report, deadline=deadline)
+            carry = optim.run_adam(carry, objective, lr, decay, steps, report, deadline=deadline)
             image = carry.result()
         run.ran(index, clock.done)
         if all(p.outcome is not None for p in prepared):

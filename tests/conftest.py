@@ -6,8 +6,8 @@ keep the tests hermetic. The HTTP function's tests run with a library configurat
 weights are those (`library_config`); live servers get NEURASTYLE_WEIGHTS.
 The HTTP function is loaded once per session; a test serves it with its own `Settings`
 (`function(max_queue=1, ...)`), not by reloading it. Helpers of the serving tests: helpers.py;
-the real server (`LiveServer`) and the PNG/Base64 helpers: benchmarks/harness.py, which the
-benchmarks share.
+the real server (`LiveServer`) and the PNG/Base64 helpers: liveserver.py, which the
+benchmarks that start servers share.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from benchmarks.harness import REPO_ROOT, LiveServer
+from liveserver import REPO_ROOT, LiveServer
 
 FUNCTION_SOURCE = REPO_ROOT / "functions" / "main.py"
 

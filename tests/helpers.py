@@ -1,6 +1,6 @@
 """Helpers of the serving tests (HTTP, reliability, fuzz, live servers): request bodies, answer
 checks, fake batch runners, and waiting for threads. The PNG/Base64 helpers are those of
-benchmarks/harness.py (shared with the benchmarks), imported from here too."""
+liveserver.py (shared with the benchmarks that start servers), imported from here too."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import threading
 import time
 
 import numpy as np
+from liveserver import b64, decode_png, encode, png  # noqa: F401  (decode_png, encode: for the tests)
 
-from benchmarks.harness import b64, decode_png, encode, png  # noqa: F401  (decode_png, encode: for the tests)
 from nst_jax import Progress
 
 SMALL = {"size": 32, "steps": 1}  # every square image below works at 32x32: one compiled shape

@@ -29,10 +29,10 @@ def total_loss(model, problem, image) -> float:
 def run(model, problem, optimizer, steps, report=lambda *_: True):
     start, objective = problem
     if optimizer == "lbfgs":
-        return optim.lbfgs(jnp.asarray(start), objective, steps, report)
+        return optim.run_lbfgs(jnp.asarray(start), objective, steps, report)
     # the last iterate, as L-BFGS gives (a fresh start image: Adam's compiled step donates it)
     carry = optim.AdamCarry.start(jnp.asarray(start))
-    return optim.adam(carry, objective, jnp.asarray([Options().lr]), jnp.zeros(1), steps, report).image
+    return optim.run_adam(carry, objective, jnp.asarray([Options().lr]), jnp.zeros(1), steps, report).image
 
 
 def test_lbfgs_lowers_the_loss_more_than_as_many_adam_steps(model, problem):

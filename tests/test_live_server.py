@@ -14,8 +14,7 @@ import time
 import pytest
 from conftest import server_env
 from helpers import b64, body, decode_png, png, wait_for
-
-from benchmarks.harness import LiveServer, rss_mb
+from liveserver import LiveServer, rss_mb
 
 
 @pytest.mark.slow

@@ -16,8 +16,8 @@ from helpers import (FakeStylize, assert_error, b64, body, decode_png, hold_the_
                      per_job, png, queue_up, wait_for)
 
 from functions import serving
-from functions.serving import out_of_memory
 from nst_jax import errors
+from nst_jax.errors import is_out_of_memory
 from nst_jax.transfer import stylize_batch
 
 
@@ -291,10 +291,10 @@ def test_running_out_of_device_memory_is_503_and_serving_goes_on(function):
 def test_other_runtime_errors_are_not_taken_for_out_of_memory():
     from jax.errors import JaxRuntimeError
 
-    assert out_of_memory(JaxRuntimeError(OOM))
-    assert out_of_memory(MemoryError())
-    assert not out_of_memory(JaxRuntimeError("INVALID_ARGUMENT: bad shape"))
-    assert not out_of_memory(RuntimeError(OOM))  # not from XLA
+    assert is_out_of_memory(JaxRuntimeError(OOM))
+    assert is_out_of_memory(MemoryError())
+    assert not is_out_of_memory(JaxRuntimeError("INVALID_ARGUMENT: bad shape"))
+    assert not is_out_of_memory(RuntimeError(OOM))  # not from XLA
 
 
 def test_a_stream_whose_client_leaves_frees_its_slot(function):

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from conftest import server_env
+from liveserver import with_checkout
 
-from benchmarks.harness import with_checkout
 from functions.server import gunicorn_settings
 from functions.settings import Settings
 from nst_jax import Limits, errors

@@ -64,7 +64,7 @@ def test_adam_steps_follow_the_same_trajectory(setup):
     # Adam's first steps are nearly lr * sign(gradient), which rounding flips where it is ~0.
     start = 0.1 + 0.8 * gradient_image(*SHAPE, seed=5)
     jax_losses = []
-    carry = optim.adam(optim.AdamCarry.start(jnp.asarray(start[None])), problem,
+    carry = optim.run_adam(optim.AdamCarry.start(jnp.asarray(start[None])), problem,
                        jnp.asarray([OPTIONS.lr], jnp.float32), jnp.zeros(1),
                        5, lambda done, losses, image, evaluations: jax_losses.append(float(losses[0])) or True)
     result = carry.image  # the iterate: PyTorch's reference does not average

@@ -1,11 +1,8 @@
-"""A real server for the tests and the benchmarks that talk to one: `nst-jax serve` (gunicorn +
-functions-framework) in a child process on a free loopback port, its worker's resident memory,
-and the PNG/Base64 helpers of the requests and answers.
+"""A real server for the tests (and the benchmarks that talk to one, cold_start.py and soak.py):
+`nst-jax serve` (gunicorn + functions-framework) in a child process on a free loopback port, its
+worker's resident memory, and the PNG/Base64 helpers of the requests and answers.
 
-It lives here, beside the benchmark scripts, because they import it as `import harness` with
-nothing to install and no path to set; the tests import it as `benchmarks.harness`, as they
-import `benchmarks.measures`. It needs no `nst_jax` (only numpy and Pillow): the server runs in
-its own process.
+It needs no `nst_jax` (only numpy and Pillow): the server runs in its own process.
 """
 
 from __future__ import annotations

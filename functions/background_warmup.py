@@ -1,5 +1,5 @@
-"""The warm-up of a server: `nst_jax.warmup.warmup` of `Settings.warmup_sizes` on a thread of
-its own, so that the server answers (not ready) while it compiles."""
+"""A server's warm-up in the background: `nst_jax.warmup.warmup` of `Settings.warmup_sizes` on a
+thread of its own, so that the server answers (not ready) while it compiles."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from nst_jax import images, warmup
 from nst_jax.model import Model
 
 
-class InBackground:
+class BackgroundWarmup:
     """`warmup(sizes, styles=..., model=load(), max_batch=..., aspects=...)` on a thread of its own,
     started once by `start`, with `styles` (h, w, 3) uint8 RGB (a server's built-in styles); `load` gives the
     model and switches the persistent compilation cache on (what it compiles is kept for the
