@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterator
 from jax import monitoring
 
 from nst_jax import Progress, errors, images, load_model
+from nst_jax.batching import batch_key, batch_size_for
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
-from nst_jax.transfer import Job, batch_key, batch_size_for, check_time_budget, stylize_batch
+from nst_jax.transfer import Job, check_time_budget, stylize_batch
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
@@ -272,7 +273,7 @@ class Service:
                                    settings.warmup_batch, settings.warmup_aspects)
 
     def stylize_batch(self, jobs: list[Job], model: Model) -> list:
-        """`nst_jax.transfer.stylize_batch`, padded to a batch size of `transfer.batch_sizes`:
+        """`nst_jax.transfer.stylize_batch`, padded to a batch size of `batching.batch_sizes`:
         the few programs a warm-up builds (`Settings.warmup_batch`), whatever the number of jobs."""
         return stylize_batch(jobs, model, batch_size_for(len(jobs), self.settings.max_batch))
 

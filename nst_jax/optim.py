@@ -11,8 +11,6 @@ problem (one line search), so each L-BFGS job is a batch of its own.
 from __future__ import annotations
 
 import functools
-import math
-import time
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -105,45 +103,40 @@ def loss_and_grad(image: jax.Array, problem: Problem) -> tuple[jax.Array, jax.Ar
     return total, grad, per_image
 
 
-# Steps per compiled call are sized so that a report (and a chance to stop: a cancelled
-# request, a deadline) comes about this often, and at least every 1/20 of the run. Longer
-# calls are a little faster on CPU too (BENCHMARKS.md), so this is seconds, not a fraction.
-REPORT_EVERY_S = 3.0
-
 # report(steps_done, losses (N,), current image (N, H, W, 3), loss evaluations so far) -> False to stop.
 Report = Callable[[int, np.ndarray, jax.Array, int], bool]
+# pace(steps_left) -> how many of them to run before the next report; 0 to stop (`schedule.RunClock.steps_now`).
+Pace = Callable[[int], int]
+
+
+def every_step(steps_left: int) -> int:
+    """The `Pace` of a run without a clock: one step per compiled call, each reported."""
+    return min(1, steps_left)
 
 
 def run_adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
-             report: Report, deadline: float = math.inf) -> AdamCarry:
-    """Run `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and averaging
-    `decay` (N,). `report` is called now and then with the averaged image, last with
-    steps_done == n_steps unless it stopped the run by returning False. No call starts that
-    would end past `deadline` (a `time.perf_counter()` time) at the pace of the last one: the run
-    stops short instead. Returns the last carry."""
-    done, chunk, step_s = 0, 1, 0.0  # the first call compiles: time the next ones
+             report: Report, pace: Pace = every_step) -> AdamCarry:
+    """Run at most `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and
+    averaging `decay` (N,), in compiled calls of as many steps as `pace` allows, `report`ing the
+    averaged image after each: last with steps_done == n_steps, unless `report` stopped the run
+    by returning False or `pace` by allowing none. Returns the last carry."""
+    done = 0
     while done < n_steps:
-        n = min(chunk, n_steps - done)
-        start = time.perf_counter()
-        if step_s > 0 and deadline < math.inf:
-            n = min(n, int((deadline - start) / step_s))
-        if n < 1 or start >= deadline:
+        n = pace(n_steps - done)
+        if n < 1:
             break
         carry, per_image = run_steps(carry, n, problem, lr, decay)
-        per_image = np.asarray(per_image)  # waits for the device
-        seconds = time.perf_counter() - start
         done += n
-        if not report(done, per_image, carry.result(), done):  # one evaluation a step
+        if not report(done, np.asarray(per_image), carry.result(), done):  # one evaluation a step
             break
-        if done > n:  # not the first call, which compiles
-            step_s = seconds / n
-        chunk = max(1, min(n_steps // 20, int(n * REPORT_EVERY_S / max(seconds, 1e-6))))
     return carry
 
 
-def run_lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) -> jax.Array:
+def run_lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report,
+              pace: Pace = every_step) -> jax.Array:
     """At most `n_steps` iterations of SciPy's L-BFGS-B within [0, 1] from `image`, reporting
-    after each. Returns the last iterate.
+    after each, and stopping where `report` returns False or `pace` allows no more iterations.
+    Returns the last iterate.
 
     SciPy works on float64 flat vectors on the host; the loss runs as one compiled call
     (`loss_and_grad`) per evaluation. An iteration may evaluate more than once (line search),
@@ -167,7 +160,8 @@ def run_lbfgs(image: jax.Array, problem: Problem, n_steps: int, report: Report) 
         # iterate: `latest` is the image and losses of `intermediate_result.x`.
         nonlocal done, going
         done += 1
-        going = report(done, np.asarray(latest["losses"]), latest["image"], evaluations)
+        going = report(done, np.asarray(latest["losses"]), latest["image"], evaluations) and (
+            done >= n_steps or pace(n_steps - done) > 0)
         if not going:
             raise StopIteration  # SciPy >= 1.11 ends the minimisation, keeping this iterate
 

@@ -1,17 +1,22 @@
-"""How many optimizer steps a run takes at each scale, how long they take, and what fits a time budget.
+"""A run's clock: how many optimizer steps it takes at each scale, how long they take, and what
+fits a time budget.
 
 A run's `Plan` is its steps per scale, coarse to fine. Its seconds are estimated from costs
-measured in this process (`StepCosts`): the seconds of one step at each working shape and batch
-size, and the seconds a scale takes before its steps run (its targets, and compiling where its
-programs are new). A shape not yet run is estimated from a measured one in proportion to its
-pixels (a convolution's cost), or from `DEFAULT_COSTS` before anything ran.
+measured in this process (`StepCosts`, the one estimator): the seconds of one step at each
+working shape and batch size, and the seconds a scale takes before its steps run (its targets,
+and compiling where its programs are new). A shape not yet run is estimated from a measured one
+in proportion to its pixels (a convolution's cost), or from `DEFAULT_COSTS` before anything ran.
+A `RunClock` keeps one run's time as it goes: it measures the progress reports into the costs,
+cuts the plan to the budget, says the seconds left, and paces the optimisers (`steps_now`: how
+many steps may run before the next report).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 Shape = tuple[int, int]  # (H, W), px
@@ -32,6 +37,11 @@ def scale_steps(n_scales: int, steps: int, step_ratio: float) -> tuple[int, ...]
     picture, so it has only detail to add, at a higher cost per step."""
     return tuple(max(1, round(steps * step_ratio ** i)) for i in range(n_scales))
 
+
+# Steps per compiled call are sized so that a report (and a chance to stop: a cancelled
+# request, a deadline) comes about this often, and at least every 1/20 of the scale. Longer
+# calls are a little faster on CPU too (BENCHMARKS.md), so this is seconds, not a fraction.
+REPORT_EVERY_S = 3.0
 
 # A scale whose programs are compiled still computes its targets before its first step: about
 # this many steps' worth (a forward pass of the content and of each style, Gram matrices).
@@ -161,3 +171,99 @@ def device_costs(device: str) -> StepCosts:
 def plan_for(shapes: Sequence[Shape], steps: int, step_ratio: float) -> Plan:
     """The plan of a recipe: `scale_steps` over `shapes`."""
     return Plan(tuple(shapes), scale_steps(len(shapes), steps, step_ratio))
+
+
+class RunClock:
+    """One run's time as it goes, from its start (when made) to `end` (its time budget, if any).
+
+    `plan` is the recipe's steps cut to fit the budget by the costs measured so far (cut again at
+    each scale, and where a scale ran short); `cut` whether it differs from the recipe. At each
+    scale: `start_scale`, then `observe` at every progress report (which measures the scale into
+    `costs`: the seconds before its first report, less its steps, are its setup; the seconds
+    between reports over the steps between them, the cost of a step, reporting included), the
+    optimiser asks `steps_now` before each compiled call, and `end_scale` after. Times are
+    `timer()`'s, seconds.
+    """
+
+    def __init__(self, recipe: Plan, costs: StepCosts, batch: int = 1, max_seconds: float | None = None,
+                 timer: Callable[[], float] = time.perf_counter):
+        self.recipe = self.plan = recipe
+        self.costs, self.batch, self.timer = costs, batch, timer
+        self.start = timer()
+        self.end = math.inf if max_seconds is None else self.start + max_seconds
+        self.ran_steps: list[int] = []  # of each finished scale
+        self.scale = 0  # the current scale's index
+        self.done = 0  # its steps, as of its latest report
+        self.deadline = math.inf  # by when its steps must end: the later scales' planned time is kept for them
+        self._scale_start = self.start
+        self._last_report: float | None = None  # time of its latest report
+        self._last_done = 0  # and its steps then
+        self._measured = False  # whether a step of it was measured
+
+    @property
+    def cut(self) -> bool:
+        return self.plan.steps != self.recipe.steps
+
+    @property
+    def shape(self) -> Shape:
+        return self.recipe.shapes[self.scale]
+
+    @property
+    def step(self) -> int:
+        """Steps done over all scales."""
+        return sum(self.ran_steps[:self.scale]) + self.done
+
+    def start_scale(self, index: int) -> int:
+        """Scale `index` starts now: the recipe's steps from here on, cut to fit the time left by
+        the costs measured so far (which may give back steps an earlier estimate took). Returns
+        its planned steps, or 0 where no time is left for a scale after the first (then no later
+        scale runs: the picture of the last one is the result)."""
+        now = self.timer()
+        rest = Plan(self.recipe.shapes, (*self.ran_steps, *self.recipe.steps[index:]))
+        self.plan = rest.fit(self.end - now, self.costs, self.batch, first_scale=index)
+        shape = self.recipe.shapes[index]
+        if index > 0 and self.end - now < self.costs.setup(shape, self.batch) + self.costs.step(shape, self.batch):
+            self.plan = Plan(self.plan.shapes, (*self.ran_steps, *[0] * (len(self.plan.steps) - len(self.ran_steps))))
+            return 0
+        self.scale, self.done, self._scale_start = index, 0, now
+        self._last_report, self._last_done, self._measured = None, 0, False
+        self.deadline = self.end - self.plan.seconds(self.costs, self.batch, index + 1)
+        return self.plan.steps[index]
+
+    def observe(self, done: int) -> float:
+        """A progress report after `done` steps of the current scale; returns the time now."""
+        now = self.timer()
+        if self._last_report is None:
+            step = self.costs.step(self.shape, self.batch)
+            self.costs.record(self.shape, self.batch, setup_s=max(0.0, now - self._scale_start - done * step))
+        elif done > self._last_done:
+            self.costs.record(self.shape, self.batch, steps=done - self._last_done, seconds=now - self._last_report)
+            self._measured = True
+        self._last_report, self._last_done, self.done = now, done, done
+        return now
+
+    def seconds_left(self, now: float) -> float:
+        """Estimated seconds until the run ends, at `now`, as of the latest report."""
+        left = seconds_left(self.plan, self.scale, self.done, self.costs, self.batch)
+        return max(0.0, min(self.end - now, left))
+
+    def steps_now(self, steps_left: int) -> int:
+        """How many of the current scale's `steps_left` steps to run before the next report (0:
+        stop here): about `REPORT_EVERY_S` of them, at most a 20th of the scale's steps (at least
+        one), and none that would end past the scale's deadline at the measured cost of a step.
+        Until a step of this scale is measured (the first call compiles), one at a time."""
+        now = self.timer()
+        if steps_left < 1 or now >= self.deadline:
+            return 0
+        if not self._measured:
+            return 1
+        step = self.costs.step(self.shape, self.batch)
+        n = max(1, min(self.plan.steps[self.scale] // 20, int(REPORT_EVERY_S / step)))
+        if self.deadline < math.inf:
+            n = min(n, int((self.deadline - now) / step))
+        return max(0, min(n, steps_left))
+
+    def end_scale(self) -> None:
+        """The current scale ran `done` steps (the plan of the later ones unchanged)."""
+        self.ran_steps.append(self.done)
+        self.plan = Plan(self.plan.shapes, (*self.ran_steps, *self.plan.steps[self.scale + 1:]))

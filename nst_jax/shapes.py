@@ -9,6 +9,7 @@ has at most 2 * ASPECT_BUCKETS shapes (portrait and landscape).
 from __future__ import annotations
 
 from nst_jax import images
+from nst_jax.options import Options
 
 SIZE_STEP = 32  # px
 ASPECT_BUCKETS = 16
@@ -36,6 +37,14 @@ def scale_sizes(size: int, min_scale: int, scale_ratio: float) -> list[int]:
         sizes.append(round_up(size / scale_ratio ** k))
         k += 1
     return sorted(set(sizes))
+
+
+def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tuple[int, int], ...]:
+    """Working (H, W) of each scale, coarse to fine, for a content image of `content_shape` run
+    with `options` (`scale_sizes` where `options.multiscale`, else one scale at `options.size`)."""
+    sizes = (scale_sizes(options.size, options.min_scale, options.scale_ratio) if options.multiscale
+             else [round_up(options.size)])
+    return tuple(working_shape(*content_shape[:2], s) for s in sizes)
 
 
 def parse_aspect(text: str) -> tuple[int, int]:

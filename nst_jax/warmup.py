@@ -5,7 +5,7 @@ feature programs (`model.extract_features` at the content layer and at the style
 `optim.resize_carry` between consecutive scales, and a few dozen small programs for the eager
 operations around them (Gram matrices, blending, the averaged image, previews). Rather than
 list those, `warmup` runs one real one-step stylization per *shape family*: each distinct
-sequence of scale shapes (`transfer.scale_shapes`) a content image can give at a size. That
+sequence of scale shapes (`shapes.scale_shapes`) a content image can give at a size. That
 fills the persistent compilation cache (`model.enable_compilation_cache`) for later processes
 and this process's own in-memory caches, so its first request compiles nothing.
 
@@ -13,7 +13,7 @@ What it cannot cover: the style is analysed at `shapes.style_longest`, which for
 smaller than the scale's longest side is that image's own size (rounded down to SIZE_STEP), so
 such a style still compiles its feature program (and its Gram operations) on first use;
 `styles` warms given images (a server's built-in styles) exactly. Batches of several requests
-are warmed where asked (`max_batch`: each of `transfer.batch_sizes`, the sizes a server pads
+are warmed where asked (`max_batch`: each of `batching.batch_sizes`, the sizes a server pads
 its batches to). Options other than the defaults' shapes (`multiscale`, `min_scale`,
 `scale_ratio`, `content_layer`) and L-BFGS are not warmed.
 """
@@ -33,7 +33,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from nst_jax import images, shapes, transfer
+from nst_jax import batching, images, shapes, transfer
 from nst_jax.model import Model, load_model
 from nst_jax.options import Options
 
@@ -112,7 +112,7 @@ def counting_programs() -> Iterator[ProgramCount]:
 
 def families(size: int, options: Options = Options(),
              aspects: Sequence[tuple[int, int]] | None = None) -> list[tuple[int, int]]:
-    """One content shape (H, W) per distinct `transfer.scale_shapes` at `size` px, over every
+    """One content shape (H, W) per distinct `shapes.scale_shapes` at `size` px, over every
     aspect ratio, portrait and landscape (a sweep of the short side 1 px at a time, finer than
     any bucket), or only the families of `aspects` [(width, height), ...]. The long side is
     at least 1024 px and `size`, so a style image of the same shape is analysed at full scale."""
@@ -124,7 +124,7 @@ def families(size: int, options: Options = Options(),
         candidates = [images.fit_shape(h, w, long_side) for w, h in aspects]
     found: dict[tuple, tuple[int, int]] = {}
     for shape in candidates:
-        found.setdefault(transfer.scale_shapes(shape, options), shape)
+        found.setdefault(shapes.scale_shapes(shape, options), shape)
     return list(found.values())
 
 
@@ -144,7 +144,7 @@ def warm_family(model: Model, shape: tuple[int, int], options: Options, batch: i
 
 def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: Options) -> None:
     """The Gram targets of `styles` (h, w, 3) at every scale of `size`, as a request computes
-    them (kept in `transfer.style_grams`, so a request with one of them skips that too)."""
+    them (kept in `gram_cache.style_grams`, so a request with one of them skips that too)."""
     options = dataclasses.replace(options, size=size)
     for scale, longest in enumerate(shapes.scale_sizes(size, options.min_scale, options.scale_ratio)):
         for style in styles:
@@ -176,14 +176,14 @@ def warmup(sizes: Sequence[int], options: Options = Options(), model: Model | No
     (default `default_workers()`); only those of content images of `aspects` [(width,
     height), ...] if given. `styles` (h, w, 3) float32 in [0, 1]: style images to analyse
     exactly at every scale. `max_batch`: batches of up to this many such requests too (each
-    of `transfer.batch_sizes`, which a server pads its batches to; every one more costs about
+    of `batching.batch_sizes`, which a server pads its batches to; every one more costs about
     one more warm-up of batch 1). `log` gets a line per size."""
     model = model or load_model()
     reports = []
     for size in sizes:
         start = time.perf_counter()
         shapes_ = families(size, options, aspects)
-        runs = [(shape, batch) for batch in transfer.batch_sizes(max_batch) for shape in shapes_]
+        runs = [(shape, batch) for batch in batching.batch_sizes(max_batch) for shape in shapes_]
         with counting_programs() as count, ThreadPoolExecutor(workers or default_workers()) as pool:
             list(pool.map(lambda run: warm_family(model, run[0], dataclasses.replace(options, size=size), run[1]),
                           runs))

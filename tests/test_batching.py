@@ -1,4 +1,4 @@
-"""Batching: jobs of one `transfer.batch_key` run together and give what each gives alone."""
+"""Batching: jobs of one `batching.batch_key` run together and give what each gives alone."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from conftest import gradient_image
 
 import nst_jax
-from nst_jax import optim, transfer
+from nst_jax import batching, optim, transfer
 from nst_jax.errors import Cancelled
 from nst_jax.options import Options
 
@@ -19,7 +19,7 @@ def test_a_batch_gives_what_each_job_gives_alone(model):
     jobs = [transfer.Job(gradient_image(30, 48, seed=15), [style_a], options()),
             transfer.Job(gradient_image(31, 48, seed=16), [style_b],
                          options(lr=0.1, style_weight=50, init="noise", seed=3))]
-    assert transfer.batch_key(jobs[0]) == transfer.batch_key(jobs[1])
+    assert batching.batch_key(jobs[0]) == batching.batch_key(jobs[1])
     together = transfer.stylize_batch(jobs, model)
     for job, out in zip(jobs, together):
         alone = nst_jax.stylize(job.content, job.styles, job.options, model=model)
@@ -51,11 +51,11 @@ def test_a_stopped_job_leaves_the_rest_of_its_batch_running(model):
 
 
 def test_batches_run_at_a_few_sizes():
-    assert [transfer.batch_size_for(n, 4) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
-    assert [transfer.batch_size_for(n, 6) for n in (3, 5, 6)] == [4, 6, 6]
-    assert transfer.batch_size_for(5, 4) == 5  # never fewer than the jobs
-    assert transfer.batch_sizes(1) == (1,) and transfer.batch_sizes(4) == (1, 2, 4)
-    assert transfer.batch_sizes(6) == (1, 2, 4, 6) and transfer.batch_sizes(8) == (1, 2, 4, 8)
+    assert [batching.batch_size_for(n, 4) for n in (1, 2, 3, 4)] == [1, 2, 4, 4]
+    assert [batching.batch_size_for(n, 6) for n in (3, 5, 6)] == [4, 6, 6]
+    assert batching.batch_size_for(5, 4) == 5  # never fewer than the jobs
+    assert batching.batch_sizes(1) == (1,) and batching.batch_sizes(4) == (1, 2, 4)
+    assert batching.batch_sizes(6) == (1, 2, 4, 6) and batching.batch_sizes(8) == (1, 2, 4, 8)
 
 
 def test_a_padded_batch_gives_its_jobs_what_the_batch_alone_gives(model, monkeypatch):

@@ -11,7 +11,7 @@ import pytest
 from conftest import gradient_image
 from helpers import assert_error, body
 
-from nst_jax import Options, errors, optim, schedule, stylize, transfer
+from nst_jax import Options, errors, schedule, stylize, transfer
 from nst_jax.options import Limits
 
 CONTENT, STYLE = gradient_image(48, 64, seed=0), gradient_image(40, 40, seed=1)
@@ -48,7 +48,7 @@ def test_a_budget_cuts_the_plan_and_the_run_ends_within_it(model):
     assert last.budget_cut and last.step == last.total and 1 <= last.total < 100_000 // 32
     assert last.seconds_left == 0
     assert all(r.seconds_left <= budget for r in reports)
-    assert seconds <= budget + optim.REPORT_EVERY_S  # never past it by more than one progress interval
+    assert seconds <= budget + schedule.REPORT_EVERY_S  # never past it by more than one progress interval
 
 
 def test_a_budget_too_small_for_a_useful_picture_is_refused_with_what_would_do(model):

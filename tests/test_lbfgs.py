@@ -8,7 +8,7 @@ import pytest
 from conftest import gradient_image
 
 import nst_jax
-from nst_jax import images, optim, transfer
+from nst_jax import batching, images, optim, transfer
 from nst_jax.errors import Cancelled, OptionsError
 from nst_jax.options import Options
 from nst_jax.problem import Problem
@@ -103,9 +103,9 @@ def test_lbfgs_jobs_are_never_batched(model):
     adam = transfer.Job(gradient_image(32, 32), [gradient_image(32, 32, seed=1)], Options(size=32, steps=3))
     lbfgs = transfer.Job(adam.content, adam.styles, Options(size=32, steps=3, optimizer="lbfgs"))
     twin = transfer.Job(gradient_image(32, 32, seed=2), adam.styles, lbfgs.options)
-    assert transfer.batch_key(lbfgs) is None and transfer.batch_key(twin) is None
-    assert transfer.batch_key(adam) is not None
-    assert transfer.batch_key(adam) == transfer.batch_key(transfer.Job(twin.content, adam.styles, adam.options))
+    assert batching.batch_key(lbfgs) is None and batching.batch_key(twin) is None
+    assert batching.batch_key(adam) is not None
+    assert batching.batch_key(adam) == batching.batch_key(transfer.Job(twin.content, adam.styles, adam.options))
     with pytest.raises(ValueError, match="batch_key"):
         transfer.stylize_batch([adam, lbfgs], model)
     with pytest.raises(ValueError, match="batch_key"):

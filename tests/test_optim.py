@@ -1,5 +1,5 @@
-"""The Adam loop (`optim.run_steps`): compiled loop against single steps, the averaged
-iterate, the state carried into the next scale."""
+"""The optimisers' loops (`optim.run_steps`, `run_adam`, `run_lbfgs`): compiled loop against single
+steps, the averaged iterate, the state carried into the next scale, the pace."""
 
 from __future__ import annotations
 
@@ -65,3 +65,30 @@ def test_adam_state_carries_into_the_next_scale(single_scale):
     np.testing.assert_allclose(float(jax.numpy.mean(moved.adam.nu)), float(jax.numpy.mean(carry.adam.nu)), rtol=0.05)
     np.testing.assert_array_equal(np.asarray(moved.result()), np.asarray(bigger))
 
+
+
+def test_the_loop_runs_as_many_steps_as_its_pace_allows(single_scale):
+    """`run_adam` asks its pace before each compiled call: it runs what is allowed, reports after
+    each call, and stops where the pace allows none; without a pace, one step per call."""
+    content, problem = single_scale
+    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+    asked, allowed, reports = [], iter([1, 3, 0]), []
+
+    def pace(steps_left):
+        asked.append(steps_left)
+        return next(allowed)
+    carry = optim.run_adam(optim.AdamCarry.start(jax.numpy.asarray(content)), problem, *hyper, 10,
+                           lambda done, *_: reports.append(done) or True, pace)
+    assert asked == [10, 9, 6] and reports == [1, 4] and int(carry.adam.count) == 4
+    reports.clear()
+    optim.run_adam(optim.AdamCarry.start(jax.numpy.asarray(content)), problem, *hyper, 3,
+                   lambda done, *_: reports.append(done) or True)
+    assert reports == [1, 2, 3]
+
+
+def test_lbfgs_stops_where_its_pace_allows_no_more(single_scale):
+    content, problem = single_scale
+    reports = []
+    optim.run_lbfgs(jax.numpy.asarray(content), problem, 10, lambda done, *_: reports.append(done) or True,
+                    lambda steps_left: 1 if steps_left > 7 else 0)
+    assert reports == [1, 2, 3]  # after the third, 7 were left: no more

@@ -14,7 +14,7 @@ import pytest
 from conftest import gradient_image, random_weights
 
 import nst_jax
-from nst_jax import losses, problem, transfer
+from nst_jax import batching, losses, problem, transfer
 from nst_jax import model as model_lib
 from nst_jax.cli import build_parser, stylize_options
 from nst_jax.config import Config
@@ -123,7 +123,7 @@ def test_style_layers_change_the_result_and_the_batch(model):
     assert np.abs(nst_jax.stylize(content, [style], options, model=model)
                   - nst_jax.stylize(content, [style], deep, model=model)).max() > 1e-3
     jobs = [transfer.Job(content, [style], o) for o in (options, deep)]
-    assert transfer.batch_key(jobs[0]) != transfer.batch_key(jobs[1])
+    assert batching.batch_key(jobs[0]) != batching.batch_key(jobs[1])
     with pytest.raises(OptionsError, match="style_layers.*block5_conv4"):
         nst_jax.stylize(content, [style], dataclasses.replace(options, style_layers={"block5_conv4": 1}),
                         model=model)
@@ -145,7 +145,7 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
     assert Options.from_mapping({"recipe": "thorough"}).style_layers_at(1) == Options().style_layers  # equal
     assert Options.from_mapping({"fine_style_layers": None}).style_layers_at(1) == Options().style_layers
     jobs = [transfer.Job(content, [style], o) for o in (options, shallow)]
-    assert transfer.batch_key(jobs[0]) != transfer.batch_key(jobs[1])
+    assert batching.batch_key(jobs[0]) != batching.batch_key(jobs[1])
     with pytest.raises(OptionsError, match="fine_style_layers.*block5_conv4"):
         nst_jax.stylize(content, [style], dataclasses.replace(options, fine_style_layers={"block5_conv4": 1}),
                         model=model)
@@ -164,7 +164,7 @@ def test_fine_content_weight_weighs_the_scales_after_the_coarsest(model):
         assert (np.abs(a - b).max() > 1e-3) == changes
     # one batch key: the weights are data of the compiled program, not part of it
     jobs = [transfer.Job(content, [style], o) for o in (options, firm)]
-    assert transfer.batch_key(jobs[0]) == transfer.batch_key(jobs[1])
+    assert batching.batch_key(jobs[0]) == batching.batch_key(jobs[1])
     for bad in ({"fine_content_weight": -1}, {"fine_content_weight": float("nan")},
                 {"fine_content_weight": 0, "style_weight": 0}):
         with pytest.raises(OptionsError, match="fine_content_weight"):

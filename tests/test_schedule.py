@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nst_jax import schedule
-from nst_jax.schedule import Plan, StepCosts
+from nst_jax.schedule import Plan, RunClock, StepCosts
 
 
 def test_finer_scales_run_fewer_steps():
@@ -79,3 +79,73 @@ def test_the_smallest_useful_budget_is_a_fraction_of_the_plan():
     plan = Plan(((256, 256),), (100,))
     assert schedule.minimum_seconds(plan, costs) == pytest.approx(1 + 0.1 * schedule.MIN_STEPS)
     assert schedule.minimum_seconds(Plan(((256, 256),), (3,)), costs) == pytest.approx(1 + 0.1 * 3)
+
+
+class FakeTimer:
+    """A clock that moves only when told: `timer.now += seconds`."""
+
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_scales_first_steps_run_one_at_a_time_then_about_a_reports_worth():
+    timer = FakeTimer()
+    costs = measured(((256, 256), 0.1, 1.0))
+    clock = RunClock(Plan(((256, 256),), (400,)), costs, timer=timer)
+    assert clock.start_scale(0) == 400
+    assert clock.steps_now(400) == 1  # compiles
+    timer.now += 5.0
+    clock.observe(1)  # its setup: 5 s less a step
+    assert clock.steps_now(399) == 1  # no step of this scale measured yet
+    timer.now += 0.2
+    clock.observe(2)  # a step: 0.2 s, into the fading mean with the 0.1 s measured before
+    step = costs.step((256, 256))
+    assert 0.1 < step < 0.2 and clock.step == clock.done == 2
+    assert clock.steps_now(398) == min(400 // 20, int(schedule.REPORT_EVERY_S / step))
+    assert clock.steps_now(3) == 3  # never more than are left
+    assert clock.steps_now(0) == 0
+    clock.end_scale()
+    assert clock.ran_steps == [2] and clock.plan.steps == (2,) and clock.cut
+
+
+def test_no_call_starts_that_would_end_past_the_scales_deadline():
+    timer = FakeTimer()
+    costs = measured(((256, 256), 0.1, 1.0), ((512, 512), 0.4, 1.0))
+    # 30 s: the plan's 1 + 10 + 1 + 16 s fit; the fine scale's 17 s are kept for it
+    clock = RunClock(Plan(((256, 256), (512, 512)), (100, 40)), costs, max_seconds=30, timer=timer)
+    assert clock.start_scale(0) == 100 and not clock.cut
+    assert clock.deadline == pytest.approx(100 + 30 - 17)
+    clock.observe(0)
+    timer.now += 1.0
+    clock.observe(10)  # 0.1 s a step, as measured before
+    timer.now = clock.deadline - 0.35
+    assert clock.steps_now(90) == 3  # 0.3 s of steps fit, not 0.4
+    timer.now = clock.deadline
+    assert clock.steps_now(90) == 0
+
+
+def test_a_later_scale_without_time_for_a_step_does_not_start():
+    timer = FakeTimer()
+    costs = measured(((256, 256), 0.1, 1.0), ((512, 512), 0.4, 1.0))
+    clock = RunClock(Plan(((256, 256), (512, 512)), (100, 40)), costs, max_seconds=30, timer=timer)
+    clock.start_scale(0)
+    clock.observe(0)
+    timer.now += 29.0  # a slow scale: 1 s left, and the next scale's setup and a step take 1.4 s
+    clock.observe(100)
+    clock.end_scale()
+    assert clock.start_scale(1) == 0
+    assert clock.plan.steps == (100, 0) and clock.cut
+    assert clock.seconds_left(timer.now) <= 1.0
+
+
+def test_the_seconds_left_count_down_and_never_pass_the_budget():
+    timer = FakeTimer()
+    costs = measured(((256, 256), 0.1, 1.0))
+    clock = RunClock(Plan(((256, 256),), (100,)), costs, max_seconds=8, timer=timer)
+    assert clock.start_scale(0) < 100 and clock.cut  # 1 s + 100 x 0.1 s does not fit in 8 s
+    clock.observe(1)
+    timer.now += 7.5
+    assert clock.seconds_left(timer.now) == pytest.approx(0.5)  # the budget's end, not the plan's

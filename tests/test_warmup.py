@@ -12,7 +12,8 @@ from conftest import gradient_image, random_weights
 
 from functions.settings import parse_sizes
 import nst_jax
-from nst_jax import model as model_lib, shapes, transfer, warmup
+from nst_jax import batching, shapes, transfer, warmup
+from nst_jax import model as model_lib
 from nst_jax.cli import build_parser
 from nst_jax.errors import OptionsError
 from nst_jax.options import Limits, Options
@@ -20,18 +21,18 @@ from nst_jax.options import Limits, Options
 
 def test_every_aspect_falls_in_one_of_the_families():
     options = Options(size=512)
-    families = {transfer.scale_shapes(shape, options) for shape in warmup.families(512)}
+    families = {shapes.scale_shapes(shape, options) for shape in warmup.families(512)}
     assert len(families) == len(warmup.families(512))
     rng = np.random.default_rng(0)
     for height, width in rng.integers(1, 5000, size=(200, 2)):
-        assert transfer.scale_shapes((height, width), options) in families
+        assert shapes.scale_shapes((height, width), options) in families
 
 
 def test_families_at_the_default_buckets():
     # 256 px is one scale: short sides 32..256 in steps of 16, portrait and landscape, one square.
     assert len(warmup.families(256)) == 2 * (256 // 16 - 1) - 1
     # 512 px: 256, 384 and 512 px (scales √2 apart)
-    assert all(len(transfer.scale_shapes(s, Options(size=512))) == 3 for s in warmup.families(512))
+    assert all(len(shapes.scale_shapes(s, Options(size=512))) == 3 for s in warmup.families(512))
 
 
 def test_the_command_takes_several_sizes():
@@ -79,7 +80,7 @@ def test_a_request_or_a_batch_at_a_warmed_size_compiles_nothing(monkeypatch):
                                   dataclasses.replace(options, steps=4), model=model, on_progress=lambda _: None)
         jobs = [transfer.Job(gradient_image(50, 70, seed=seed), [style], dataclasses.replace(options, steps=4),
                              lambda _: None) for seed in (4, 5, 6)]
-        batch = transfer.stylize_batch(jobs, model, transfer.batch_size_for(len(jobs), 4))  # as a server pads it
+        batch = transfer.stylize_batch(jobs, model, batching.batch_size_for(len(jobs), 4))  # as a server pads it
     assert result.shape == (91, 128, 3) and [r.shape for r in batch] == [(91, 128, 3)] * 3
     assert count.total() == 0, f"built after warmup: {count.by_function}"
 
@@ -114,7 +115,7 @@ def test_healthz_is_not_ready_until_the_warmup_is_done(function, monkeypatch):
 
 def test_aspects_pick_their_families():
     picked = warmup.families(512, aspects=[(4, 3), (3, 4), (400, 300)])
-    assert [transfer.scale_shapes(s, Options(size=512))[-1] for s in picked] == [(384, 512), (512, 384)]
+    assert [shapes.scale_shapes(s, Options(size=512))[-1] for s in picked] == [(384, 512), (512, 384)]
     assert build_parser().parse_args(["warmup", "--size", "512", "--aspect", "4:3"]).aspect == [(4, 3)]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["warmup", "--size", "512", "--aspect", "4x3"])
