@@ -1,7 +1,7 @@
 """The REST contract as OpenAPI 3.1 (`GET /openapi.json`), built from what the function checks
 and answers with, not kept by hand: the options' JSON Schema (`options_json_schema`) under the
-deployment's limits, the built-in styles' names, the request's fields (parsing.py) and every
-error code's status (`http_errors.STATUS`).
+deployment's limits, the built-in styles' names, the request's fields (parsing.py), the progress
+lines' and the result's (`nst_jax.messages`) and every error code's status (`http_errors.STATUS`).
 
 Answers' schemas list the fields answers have and allow others, so that a field added later
 breaks no client that validates against an older document.
@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from nst_jax.images import FORMATS
+from nst_jax.messages import json_schemas
 from nst_jax.options import options_json_schema
 
 from functions import http_errors
@@ -71,39 +72,6 @@ def schemas(settings: Settings, preset_names: Sequence[str]) -> dict:
     image = {"type": "string", "description": f"An image ({', '.join(FORMATS)}) in base64, or a data: URL of it "
                                               "(data:image/png;base64,...)."}
     options = options_json_schema(settings.limits)
-    weights = {"type": "object", "required": ["arch", "source"],
-               "properties": {"arch": {"type": "string"}, "source": {"type": "string"}},
-               "description": "The network's weights the server runs with."}
-    result = {
-        "type": "object", "required": ["image", "width", "height", "steps", "elapsed_s", "weights", "options"],
-        "properties": {
-            "image": {"type": "string", "description": "The stylized image, a PNG in base64."},
-            "width": {"type": "integer", "minimum": 1, "description": "px"},
-            "height": {"type": "integer", "minimum": 1, "description": "px"},
-            "steps": {"type": "integer", "minimum": 0, "description": "Optimisation steps run, all scales."},
-            "budget_cut": {"type": "boolean", "description": "Whether the time limit stopped it early."},
-            "elapsed_s": {"type": "number", "minimum": 0, "description": "Seconds from its turn to its end."},
-            "weights": ref("Weights"),
-            "options": {**ref("Options"), "description": "The options it ran with, every one."},
-        },
-    }
-    progress = {
-        "type": "object", "required": ["type", "step", "total", "scale", "scales", "shape", "elapsed", "loss"],
-        "properties": {
-            "type": {"const": "progress"},
-            "step": {"type": "integer", "minimum": 1, "description": "Steps done, all scales."},
-            "total": {"type": "integer", "minimum": 1, "description": "Steps of the whole run."},
-            "scale": {"type": "integer", "minimum": 0, "description": "The scale running, 0 the coarsest."},
-            "scales": {"type": "integer", "minimum": 1},
-            "shape": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 2, "maxItems": 2,
-                      "description": "(height, width) of the working image, px."},
-            "elapsed": {"type": "number", "minimum": 0, "description": "Seconds since the run started."},
-            "seconds_left": {"type": ["number", "null"], "description": "Estimated seconds to the end."},
-            "budget_cut": {"type": "boolean", "description": "Whether the time limit cut the planned steps."},
-            "loss": {"type": ["number", "null"], "description": "The loss; null where not finite."},
-            "preview": {"type": "string", "description": "The image so far, a small PNG in base64 (now and then)."},
-        },
-    }
     error = {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"], "properties": {
@@ -132,9 +100,7 @@ def schemas(settings: Settings, preset_names: Sequence[str]) -> dict:
                            "description": "Answer NDJSON: progress lines, then the result or an error."},
             },
         },
-        "Weights": weights,
-        "Result": result,
-        "Progress": progress,
+        **json_schemas(ref),
         "StreamLine": {"oneOf": [
             ref("Progress"),
             {"allOf": [ref("Result"), {"required": ["type"], "properties": {"type": {"const": "result"}}}]},

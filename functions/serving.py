@@ -5,7 +5,6 @@ requests are served with (settings, admission, drain state, built-in styles, the
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
 import json
@@ -21,6 +20,7 @@ from jax import monitoring
 
 from nst_jax import Progress, errors, images, load_model
 from nst_jax.batching import batch_key, batch_size_for
+from nst_jax.messages import Result, weights_json
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
 from nst_jax.transfer import Job, check_time_budget, stylize_batch
@@ -33,8 +33,7 @@ from functions.parsing import StylizeRequest, parse_stylize
 from functions.presets import Presets
 from functions.settings import Settings
 
-PREVIEW_SIDE = 256  # px, longest side of streamed previews
-PREVIEW_INTERVAL_S = 0.5  # at most this often
+PREVIEW_INTERVAL_S = 0.5  # a stream sends a preview at most this often (and with its last report)
 DECODERS = 2  # requests decoding their images at once
 
 log = logging.getLogger("neurastyle")
@@ -153,15 +152,12 @@ class Stylization:
             raise stop
         if self.events is None:
             return
-        event = {"type": "progress", "step": p.step, "total": p.total, "scale": p.scale, "scales": p.scales,
-                 "shape": list(p.shape), "elapsed": round(p.elapsed, 3),
-                 "seconds_left": None if p.seconds_left is None else round(p.seconds_left, 3),
-                 "budget_cut": p.budget_cut, "loss": p.loss if math.isfinite(p.loss) else None}
         now = time.monotonic()
         if p.preview is not None and (now - self.last_preview >= PREVIEW_INTERVAL_S or p.step == p.total):
             self.last_preview = now
-            event["preview"] = preview_png(p.preview)
-        self.events.put(event)
+        else:
+            p = dataclasses.replace(p, preview=None)
+        self.events.put(p.to_json())
 
     def result(self) -> dict:
         """Run (in a batch, maybe) and answer; the 200 body, or the NSTError to answer."""
@@ -195,16 +191,8 @@ class Stylization:
             log.warning("out of memory at size %d: %s", size, outcome)
             raise errors.NSTError(f"the server ran out of memory for an image of size {size}; "
                                   "ask for a smaller size, or try again later", "out_of_memory") from None
-        return {
-            "image": base64.b64encode(images.encode(outcome, "PNG")).decode("ascii"),
-            "width": int(outcome.shape[1]),
-            "height": int(outcome.shape[0]),
-            "steps": self.work.steps,
-            "budget_cut": self.work.budget_cut,
-            "elapsed_s": round(time.perf_counter() - start, 3),
-            "weights": weights_info(self.model),
-            "options": self.request.options.to_dict(),
-        }
+        return Result(outcome, self.work.steps, time.perf_counter() - start, self.request.options.to_dict(),
+                      weights_json(self.model), self.work.budget_cut).to_json()
 
     def stream_lines(self) -> Iterator[str]:
         """NDJSON lines: progress reports, then one result or error. The work runs in a thread
@@ -240,18 +228,6 @@ class Stylization:
 
     def cancel(self) -> None:
         self.gone.set()
-
-
-def preview_png(image) -> str:
-    h, w = image.shape[:2]
-    scale = min(1.0, PREVIEW_SIDE / max(h, w))
-    if scale < 1.0:
-        image = images.resize(image, max(1, round(h * scale)), max(1, round(w * scale)))
-    return base64.b64encode(images.encode(image, "PNG")).decode("ascii")
-
-
-def weights_info(model) -> dict:
-    return {"arch": model.weights.arch, "source": model.weights.source}
 
 
 # --- the service ------------------------------------------------------------------------
@@ -355,7 +331,7 @@ class Service:
                                       + ", ".join(map(str, self.warmup.sizes)) + " px", "warming_up")
         except errors.NSTError as e:
             return {"ready": False, **http_errors.body(e)}, 503
-        return {"ready": True, "device": loaded.device, "weights": weights_info(loaded),
+        return {"ready": True, "device": loaded.device, "weights": weights_json(loaded),
                 "load": self.admission.stats()}, 200
 
     def config(self) -> dict:

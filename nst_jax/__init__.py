@@ -12,7 +12,8 @@
 
 from nst_jax import errors, images
 from nst_jax.model import Model, load_model
+from nst_jax.messages import Progress
 from nst_jax.options import Limits, Options
-from nst_jax.transfer import Progress, stylize
+from nst_jax.transfer import stylize
 
 __all__ = ["Limits", "Model", "Options", "Progress", "errors", "images", "load_model", "stylize"]

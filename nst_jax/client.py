@@ -1,7 +1,8 @@
 """A client of a deployed NeuraStyle HTTP function (the contract of DEPLOY.md), with the
 standard library's urllib: `stylize(server, content, styles | style_preset, options)` sends the
 request the page sends and returns the result; with `on_progress` it streams, handing each
-progress line to the callback as the library's `Progress`. A busy (429) or unavailable (503)
+progress line to the callback as the library's `Progress` (the answer is a `Result`; both
+are read as `nst_jax.messages` writes them). A busy (429) or unavailable (503)
 server is asked again after its Retry-After, a bounded number of times; every error answer
 raises `ServerError` with the server's code and message.
 """
@@ -9,20 +10,15 @@ raises `ServerError` with the server's code and message.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
-import math
 import socket
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 
-import numpy as np
-
-from nst_jax import images
 from nst_jax.errors import NSTError
-from nst_jax.transfer import Progress
+from nst_jax.messages import Progress, Result
 
 RETRIED = (429, 503)  # busy, shutting down, warming up: another try may be answered
 MAX_RETRIES = 3
@@ -41,20 +37,6 @@ class ServerError(NSTError):
         self.message = message
         self.status = status
         self.retry_after = retry_after
-
-
-@dataclasses.dataclass(frozen=True)
-class Result:
-    """The stylized image (H, W, 3) float32 RGB in [0, 1], and what the server says it did:
-    steps run, seconds it took, the options as used, the weights (arch, source), whether the
-    time budget cut the steps."""
-
-    image: np.ndarray
-    steps: int
-    elapsed_s: float
-    options: dict
-    weights: dict
-    budget_cut: bool = False
 
 
 def stylize(server: str, content: bytes, styles: Sequence[bytes] = (), style_preset: str | None = None,
@@ -88,7 +70,7 @@ def stylize(server: str, content: bytes, styles: Sequence[bytes] = (), style_pre
     while True:
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
-                return _read_stream(response, on_progress) if on_progress else _result(_json(response.read()))
+                return _read_stream(response, on_progress) if on_progress else _read(Result, _json(response.read()))
         except urllib.error.HTTPError as e:
             error = _error(e)
             if e.code not in RETRIED or attempt == retries:
@@ -119,15 +101,14 @@ def _json(data: bytes) -> dict:
     return value
 
 
-def _result(body: dict) -> Result:
+def _read(message: type[Result] | type[Progress], body: dict) -> Result | Progress:
+    """`message.from_json(body)`; NSTError invalid_answer where the body is not one."""
     try:
-        image = images.to_float(images.decode_rgb8(base64.b64decode(body["image"]), name="the server's result"))
-        return Result(image, int(body["steps"]), float(body["elapsed_s"]), body["options"], body["weights"],
-                      bool(body.get("budget_cut", False)))
+        return message.from_json(body)
     except (KeyError, TypeError, ValueError) as e:
         if isinstance(e, NSTError):
             raise
-        raise NSTError(f"the server's result lacks or garbles {e}", "invalid_answer") from None
+        raise NSTError(f"the server's {message.__name__.lower()} lacks or garbles {e}", "invalid_answer") from None
 
 
 def _error(e: urllib.error.HTTPError) -> ServerError:
@@ -149,22 +130,12 @@ def _read_stream(response, on_progress: Callable[[Progress], None]) -> Result:
             continue
         event = _json(line)
         kind = event.get("type")
-        if kind == "progress":
-            on_progress(_progress(event))
+        if kind == Progress.KIND:
+            on_progress(_read(Progress, event))
         elif kind == "result":
-            return _result(event)
+            return _read(Result, event)
         elif kind == "error":
             error = event.get("error") or {}
             raise ServerError(str(error.get("message", "error")), str(error.get("code", "invalid_answer")), 200)
     raise NSTError("the server's stream ended without a result", "invalid_answer")
 
-
-def _progress(event: dict) -> Progress:
-    preview = event.get("preview")
-    loss = event.get("loss")
-    return Progress(step=int(event["step"]), total=int(event["total"]), scale=int(event["scale"]),
-                    scales=int(event["scales"]), shape=tuple(event.get("shape") or (0, 0)),
-                    loss=math.nan if loss is None else float(loss), elapsed=float(event.get("elapsed", 0.0)),
-                    seconds_left=event.get("seconds_left"), budget_cut=bool(event.get("budget_cut", False)),
-                    preview=images.to_float(images.decode_rgb8(base64.b64decode(preview), name="preview"))
-                    if preview else None)

@@ -21,37 +21,10 @@ import numpy as np
 from nst_jax import batching, color, gram_cache, optim, problem, schedule, shapes
 from nst_jax import images as image_ops
 from nst_jax.errors import OptionsError
+from nst_jax.messages import Progress
 from nst_jax.model import Model, load_model
 from nst_jax.options import Options
 from nst_jax.vgg import layer_names
-
-
-@dataclass(frozen=True)
-class Progress:
-    """A progress report, handed to the `on_progress` callback between chunks of steps.
-
-    step/total count optimizer steps (Adam steps or L-BFGS iterations) over all scales;
-    scale is the 0-based index of the current scale of `scales`; shape is its (H, W);
-    loss the weighted total loss of the last step; elapsed seconds since the start;
-    preview the current image (H, W, 3) in [0, 1], included now and then, else None;
-    evaluations of the loss at this scale so far (Adam: one a step; L-BFGS: its line
-    searches may take more); seconds_left the estimated seconds until the run ends, from
-    step costs measured in this process (`nst_jax.schedule`); budget_cut whether the time
-    budget (`Options.max_seconds`) cut the recipe's steps, in which case `total` is the
-    steps of the plan cut to fit, and the last report's `step == total` the steps that ran.
-    """
-
-    step: int
-    total: int
-    scale: int
-    scales: int
-    shape: tuple[int, int]
-    loss: float
-    elapsed: float
-    preview: np.ndarray | None = None
-    evaluations: int = 0
-    seconds_left: float | None = None
-    budget_cut: bool = False
 
 
 def style_targets(model: Model, styles: Sequence[np.ndarray], blend: np.ndarray, longest: int,

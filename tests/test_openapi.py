@@ -1,6 +1,6 @@
 """GET /openapi.json: the contract as OpenAPI 3.1, checked by a real validator
-(openapi-spec-validator), and the function's real requests and answers (JSON, NDJSON,
-errors) validated against the document's schemas with jsonschema."""
+(openapi-spec-validator), the function's real requests and answers (JSON, NDJSON,
+errors) validated against the document's schemas with jsonschema, and read by the client."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from referencing.jsonschema import DRAFT202012
 
 from functions.openapi import response_name
 from nst_jax import Limits, Options, errors
+from nst_jax import client as nst_client
+from nst_jax.messages import Progress, Result
 from nst_jax.options import SPECS, options_json_schema
 
 DOCUMENT_URI = "urn:neurastyle:openapi"
@@ -176,6 +178,46 @@ def test_an_error_in_a_stream_matches_the_contract(function):
     r = client.post("/stylize", json=body(stream=True))
     assert check_answer(contract_of(client), "POST", "/stylize", r)[-1]["type"] == "error"
 
+
+
+class Reading(dict):
+    """A JSON object that notes in `read` the keys asked for."""
+
+    def __init__(self, data: dict, read: set):
+        super().__init__(data)
+        self.read = read
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+
+def test_the_client_reads_every_field_the_server_sends(function, contract, monkeypatch):
+    """The stream's lines and the plain answer, as a real run sends them (valid by the document),
+    read by nst_jax.client: every field of every line is read, and every field the document
+    lists for a progress line and a result is sent."""
+    client, _ = function()
+    read: list[set] = []
+    monkeypatch.setattr(nst_client, "_json", lambda data: read.append(set()) or Reading(json.loads(data), read[-1]))
+    streamed = client.post("/stylize", json=body(steps=3, stream=True))
+    lines = check_answer(contract, "POST", "/stylize", streamed)
+    reports: list[Progress] = []
+    result = nst_client._read_stream(streamed.get_data().splitlines(keepends=True), reports.append)
+    assert [r.step for r in reports] == [1, 2, 3] and result.steps == 3 and result.image.shape == (32, 32, 3)
+    plain = client.post("/stylize", json=body(steps=2))
+    [answer] = check_answer(contract, "POST", "/stylize", plain)
+    assert nst_client._read(Result, nst_client._json(plain.get_data())).steps == 2
+    lines.append(answer)
+    assert len(read) == len(lines)
+    for line, keys in zip(lines, read):
+        assert set(line) <= keys, f"the client did not read {set(line) - keys} of a {line.get('type', 'result')}"
+    schemas = contract["components"]["schemas"]
+    assert set().union(*lines[:-2]) == set(schemas["Progress"]["properties"])  # a preview included
+    assert set(answer) == set(schemas["Result"]["properties"])
 
 @pytest.mark.parametrize("path", ["/config", "/healthz", "/openapi.json"])
 def test_the_get_routes_match_the_contract(client, contract, path):
