@@ -253,46 +253,57 @@ def test_the_settings_start_at_the_config_defaults(page, live_server):
     assert [size.get_attribute("min"), size.get_attribute("max")] == [str(limits["min_size"]), str(limits["max_size"])]
     assert steps.input_value() == str(defaults["steps"])
     assert steps.get_attribute("max") == str(limits["max_steps"])
-    assert page.locator("#size-value").inner_text() == str(defaults["size"])
-    assert page.locator("#steps-value").inner_text() == str(defaults["steps"])
+    assert page.locator("#option-size-value").inner_text() == str(defaults["size"])
+    assert page.locator("#option-steps-value").inner_text() == str(defaults["steps"])
     assert page.get_by_label("Optimizer").input_value() == defaults["optimizer"]
+    assert page.get_by_label("Init").input_value() == defaults["init"]  # under "More settings"
 
 
-def test_the_settings_follow_another_deployments_config(page, live_server, pictures):
-    """Other defaults and limits show as they are; options the page does not show stay the function's."""
+def test_the_controls_are_built_from_the_options_schemas(page, live_server, pictures):
+    """Another deployment's GET config: its defaults and bounds show as they are, a choice and an
+    option the page has never heard of are offered, and only the options changed under "More
+    settings" are sent (the function's defaults fill in the rest)."""
     config = page.request.get(live_server.url + "/config").json()
-    defaults = {**config["defaults"], "size": 200, "steps": 40, "content_layer": "block3_conv1"}
-    limits = {"min_size": 64, "max_size": 640, "max_steps": 100}
-    serve_config(page, live_server, {"defaults": defaults, "limits": limits})
-    sent = answer_stylize(page, 400, json.dumps({"error": {"code": "invalid_options", "message": "no"}}))
+    schemas = config["options"]
+    schemas = {**schemas, "size": {**schemas["size"], "default": 200, "minimum": 64, "maximum": 640},
+               "steps": {**schemas["steps"], "default": 40, "maximum": 100},
+               "optimizer": {**schemas["optimizer"], "enum": [*schemas["optimizer"]["enum"], "sgd"]},
+               "sharpness": {"type": "number", "minimum": 0, "maximum": 1, "default": 0.5,
+                             "description": "how crisp the strokes are"}}
+    serve_config(page, live_server, {**config, "options": schemas, "style_presets": []})
+    sent = answer_stylize(page, 400, json.dumps({"error": {"code": "invalid_option", "message": "no"}}))
     page.wait_for_selector("#strength:enabled")
     size, steps = page.get_by_label("Size"), page.get_by_label("Steps")
     assert size.input_value() == "200"  # not snapped to the slider's steps of 16 from 64
     assert [size.get_attribute("min"), size.get_attribute("max")] == ["64", "640"]
     assert [steps.input_value(), steps.get_attribute("max")] == ["40", "100"]
     assert page.locator("#presets").is_hidden()
+    page.get_by_label("Optimizer").select_option("sgd")
+    page.get_by_text("More settings").click()
+    sharpness = page.get_by_label("Sharpness")
+    assert sharpness.input_value() == "0.5" and sharpness.get_attribute("title") == "how crisp the strokes are"
+    sharpness.fill("0.8")
     page.get_by_label("Content image").set_input_files(pictures["content"])
     page.get_by_label("Style image").set_input_files(pictures["style"])
     page.get_by_role("button", name="Stylize").click()
     page.get_by_role("alert").wait_for(state="visible")
-    assert sent[0]["options"] == {"size": 200, "steps": 40, "style_weight": defaults["style_weight"],
-                                  "optimizer": defaults["optimizer"]}
+    assert sent[0]["options"] == {"size": 200, "steps": 40, "style_weight": schemas["style_weight"]["default"],
+                                  "optimizer": "sgd", "sharpness": 0.8}
 
 
-def test_without_config_the_page_keeps_its_own_settings(page, live_server, pictures):
-    """A function without GET config (or none reachable): the documented defaults, no extra options."""
+def test_without_config_the_page_offers_no_settings(page, live_server, pictures):
+    """GET config unreachable: the page says so, and a request asks for the function's defaults."""
     page.route("**/config", lambda route: route.fulfill(status=404))
     with page.expect_response("**/config"):
         page.goto(live_server.url + "/")
     sent = answer_stylize(page, 400, json.dumps({"error": {"code": "invalid_options", "message": "no"}}))
-    assert page.get_by_label("Size").input_value() == str(Options().size)
-    assert page.get_by_label("Steps").input_value() == str(Options().steps)
-    assert page.get_by_label("Style strength").is_disabled() and page.get_by_label("Optimizer").is_disabled()
+    page.get_by_text("No settings").wait_for()
+    assert page.get_by_label("Size").count() == 0 and page.get_by_label("Style strength").is_disabled()
     page.get_by_label("Content image").set_input_files(pictures["content"])
     page.get_by_label("Style image").set_input_files(pictures["style"])
     page.get_by_role("button", name="Stylize").click()
     page.get_by_role("alert").wait_for(state="visible")
-    assert sent[0]["options"] == {"size": Options().size, "steps": Options().steps}
+    assert sent[0]["options"] == {}
 
 
 def test_an_error_while_streaming_is_shown(page, pictures):
@@ -308,17 +319,17 @@ def test_an_error_while_streaming_is_shown(page, pictures):
     assert page.get_by_role("button", name="Stylize").is_enabled()
 
 
-def test_a_late_config_keeps_what_the_user_chose(page, live_server):
-    held = []  # GET config, answered only after the user moved the size
+def test_the_settings_appear_when_config_answers(page, live_server):
+    held = []  # GET config, answered only when the test says
     page.route("**/config", lambda route: held.append(route))
     with page.expect_request("**/config"):
         page.goto(live_server.url + "/")
-    page.get_by_label("Size").fill("48")
+    assert page.get_by_text("Loading the settings").is_visible() and page.get_by_label("Size").count() == 0
     held[0].continue_()
     page.wait_for_selector("#strength:enabled")
-    assert page.get_by_label("Size").input_value() == "48"
     steps = page.request.get(live_server.url + "/config").json()["defaults"]["steps"]
     assert page.get_by_label("Steps").input_value() == str(steps)
+    assert page.get_by_text("Loading the settings").is_hidden()
 
 
 # Every 100 ms: (page clock s, the bar's fraction, the seconds-left estimate shown, the step text).

@@ -6,8 +6,6 @@
 const $ = (id) => document.getElementById(id);
 const picked = { content: null, style: null }; // promises of data: URLs
 let stylePreset = null; // name of the built-in painting chosen in place of a style file
-let defaults = null; // the function's option defaults (GET config); strength is log10 of a factor on style_weight
-const touched = new Set(); // ids of the settings the user moved, which a late GET config must not undo
 let controller = null; // AbortController of the request in flight
 let resultUrl = null;
 
@@ -106,72 +104,150 @@ function showPresets(presets, base) {
 }
 
 // --- settings ----------------------------------------------------------------
+// Built from GET config's "options", each option's JSON Schema (type, default, bounds, choices,
+// description): an option or a choice the function adds shows up here without an edit. The page
+// shows a few first, in its own words; every other option a form field can hold is under
+// "More settings". Only the options the user changed there are sent; the function's defaults
+// fill in the rest.
+
+const MAIN = { size: "Size (px)", steps: "Steps", optimizer: "Optimizer" };
+// Set in the page's own way (the strength is a factor on style_weight; the time limits a few
+// durations), or a named set of the other options' values, which the page shows one by one.
+const OWN = new Set(["style_weight", "max_seconds", "recipe"]);
+const TIME_LIMITS = [15, 30, 60, 120]; // s, where the deployment's ceiling allows
+const controls = new Map(); // option name -> { schema, main, read() }
+let styleWeight = null; // the function's default style_weight; strength is log10 of a factor on it
 
 function styleFactor() {
   return Math.pow(10, Number($("strength").value));
 }
 
-function showSettings() {
-  const f = styleFactor();
-  $("strength-value").textContent = (f >= 1 ? f.toFixed(f < 10 ? 1 : 0) : f.toPrecision(2)).replace(/\.0$/, "") + "×";
-  $("size-value").textContent = $("size").value;
-  $("steps-value").textContent = $("steps").value;
+function types(schema) {
+  return [].concat(schema.type || []);
 }
 
-// Only what the page shows: the function fills in its defaults for every other option.
-function options() {
-  const chosen = { size: Number($("size").value), steps: Number($("steps").value) };
-  if (!$("strength").disabled) chosen.style_weight = defaults.style_weight * styleFactor();
-  if (!$("optimizer").disabled) chosen.optimizer = $("optimizer").value;
-  if ($("max-seconds").value) chosen.max_seconds = Number($("max-seconds").value);
-  return chosen;
+// "content_weight" -> "Content weight"
+function labelOf(name) {
+  const words = name.replace(/_/g, " ");
+  return words.charAt(0).toUpperCase() + words.slice(1);
 }
 
-// Bounds and starting value of a slider from GET config (missing ones keep the page's own).
-function setRange(id, min, max, value) {
-  const input = $(id);
-  if (Number.isFinite(min)) input.min = min;
-  if (Number.isFinite(max)) input.max = max;
-  if (!Number.isFinite(value) || touched.has(id)) return;
-  // A range snaps its value to min + k × step: keep the function's default reachable.
-  if ((value - Number(input.min)) % Number(input.step) !== 0) input.step = 1;
-  input.value = value;
-}
-
-// The time limits on offer: none above the deployment's ceiling, whose value "The server's" names.
-function showTimeLimits(schema) {
-  const ceiling = schema.maximum;
-  if (!Number.isFinite(ceiling)) return;
-  for (const choice of $("max-seconds").options) {
-    if (choice.value === "") choice.textContent = `The server's (${secondsText(ceiling).replace("about ", "")})`;
-    else choice.disabled = Number(choice.value) > ceiling;
+function settingRow(box, name, label, input, output) {
+  const text = document.createElement("label");
+  text.htmlFor = input.id = "option-" + name.replace(/_/g, "-");
+  text.textContent = label;
+  box.append(text, input);
+  if (output) {
+    output.id = input.id + "-value";
+    output.htmlFor = input.id;
+    box.append(output);
   }
 }
 
-// Option defaults, this deployment's limits and the built-in paintings, from GET config beside the API URL.
+// One option's control from its schema, into `box`; false for a value no form field holds (lists, layer weights).
+function addControl(box, name, schema, label, main) {
+  const kinds = types(schema).filter((kind) => kind !== "null");
+  let input, output = null, read;
+  if (schema.enum && kinds.length === 1 && kinds[0] === "string") {
+    input = document.createElement("select");
+    for (const choice of schema.enum) input.add(new Option(choice, choice, false, choice === schema.default));
+    read = () => input.value;
+  } else if (kinds.length === 1 && kinds[0] === "boolean") {
+    input = document.createElement("input");
+    input.type = "checkbox";
+    input.checked = schema.default === true;
+    read = () => input.checked;
+  } else if (kinds.length === 1 && (kinds[0] === "integer" || kinds[0] === "number")) {
+    input = document.createElement("input");
+    const low = schema.minimum ?? schema.exclusiveMinimum;
+    if (Number.isFinite(low)) input.min = low;
+    if (Number.isFinite(schema.maximum)) input.max = schema.maximum;
+    input.step = kinds[0] === "integer" ? 1 : "any";
+    if (main && Number.isFinite(low) && Number.isFinite(schema.maximum)) {
+      input.type = "range";
+      // A range snaps its value to min + k × step: keep the function's default reachable.
+      if (name === "size" && (schema.default - low) % 16 === 0) input.step = 16;
+      output = document.createElement("output");
+    } else {
+      input.type = "number";
+      if (schema.default === null) input.placeholder = "none";
+    }
+    if (Number.isFinite(schema.default)) input.value = schema.default;
+    read = () => (input.value === "" ? null : Number(input.value));
+  } else {
+    return false;
+  }
+  input.title = schema.description || "";
+  input.addEventListener("input", showSettings);
+  settingRow(box, name, label, input, output);
+  controls.set(name, { schema, main, read, input, output });
+  return true;
+}
+
+// The time limits on offer: none above the deployment's ceiling, whose value "The server's" names.
+function addTimeLimits(box, schema) {
+  const select = document.createElement("select");
+  const ceiling = schema.maximum;
+  const server = Number.isFinite(ceiling) ? ` (${secondsText(ceiling).replace("about ", "")})` : "";
+  select.add(new Option(`The server's${server}`, "", true, true));
+  for (const seconds of TIME_LIMITS) {
+    const choice = new Option(seconds < 60 ? `${seconds} s` : `${seconds / 60} min`, seconds);
+    choice.disabled = Number.isFinite(ceiling) && seconds > ceiling;
+    select.add(choice);
+  }
+  select.title = schema.description || "";
+  settingRow(box, "max_seconds", "Time limit", select);
+}
+
+function showSettings() {
+  const f = styleFactor();
+  $("strength-value").textContent = (f >= 1 ? f.toFixed(f < 10 ? 1 : 0) : f.toPrecision(2)).replace(/\.0$/, "") + "×";
+  for (const control of controls.values()) {
+    if (control.output) control.output.textContent = control.input.value;
+  }
+}
+
+// The main settings as shown, the others where changed from the function's default.
+function options() {
+  const chosen = {};
+  for (const [name, control] of controls) {
+    const value = control.read();
+    if (control.main || value !== control.schema.default) chosen[name] = value;
+  }
+  if (styleWeight !== null) chosen.style_weight = styleWeight * styleFactor();
+  const limit = $("option-max-seconds");
+  if (limit && limit.value) chosen.max_seconds = Number(limit.value);
+  return chosen;
+}
+
+// The settings from GET config beside the API URL, and the built-in paintings. Without it the
+// page offers none: the function's defaults apply.
 async function loadConfig() {
   const url = new URL("config", new URL(apiUrl(), location.href));
   let config;
   try {
     const response = await fetch(url);
-    if (!response.ok) return;
+    if (!response.ok) throw new Error(`${response.status} ${response.statusText}`);
     config = await response.json();
-  } catch (_) {
-    return; // Unreachable or old function: the page keeps its own defaults and bounds, no presets.
+  } catch (e) {
+    $("settings-note").textContent = `No settings (GET config failed: ${e.message}); the server's defaults apply.`;
+    return;
   }
-  defaults = config.defaults || {};
-  // Each option's JSON Schema (minimum, maximum, ...); a function without it gives "limits" only.
-  const size = (config.options || {}).size || {};
-  const steps = (config.options || {}).steps || {};
-  const limits = config.limits || {};
-  setRange("size", size.minimum ?? limits.min_size, size.maximum ?? limits.max_size, defaults.size);
-  setRange("steps", steps.minimum, steps.maximum ?? limits.max_steps, defaults.steps);
-  $("strength").disabled = !Number.isFinite(defaults.style_weight);
-  if ("optimizer" in defaults) { // an older function rejects the option: then the select stays disabled
-    $("optimizer").value = defaults.optimizer;
-    $("optimizer").disabled = false;
+  const schemas = config.options || {};
+  $("settings-note").hidden = true;
+  if (schemas.style_weight && Number.isFinite(schemas.style_weight.default)) {
+    styleWeight = schemas.style_weight.default;
+    $("strength").disabled = false;
   }
-  showTimeLimits((config.options || {}).max_seconds || {});
+  for (const [name, label] of Object.entries(MAIN)) {
+    if (schemas[name]) addControl($("settings"), name, schemas[name], label, true);
+  }
+  if (schemas.max_seconds) addTimeLimits($("settings"), schemas.max_seconds);
+  for (const [name, schema] of Object.entries(schemas)) {
+    if (!(name in MAIN) && !OWN.has(name) && addControl($("more-options"), name, schema, labelOf(name), false)) {
+      $("more-settings").hidden = false;
+    }
+  }
   showSettings();
   showPresets(config.style_presets || [], url);
 }
@@ -345,9 +421,7 @@ async function stylize(event) {
 document.addEventListener("DOMContentLoaded", () => {
   setUpPicker("content");
   setUpPicker("style");
-  for (const id of ["strength", "size", "steps"]) {
-    $(id).addEventListener("input", () => { touched.add(id); showSettings(); });
-  }
+  $("strength").addEventListener("input", showSettings);
   showSettings();
   loadConfig();
   $("form").addEventListener("submit", stylize);
