@@ -21,6 +21,11 @@ HERE = Path(__file__).resolve().parent
 # wait in line too).
 DEPLOYMENT_LIMITS = Limits(max_size=1024, max_steps=1000, max_seconds=240.0)
 SPARE_THREADS = 4  # for /healthz, the page and refusals
+# The photos' aspects whose programs a warm-up builds before /healthz says ready: those of camera
+# sensors, landscape and portrait. Each is a shape family (`nst_jax.warmup.families`), about 2 s
+# of one core at 256 px from the compilation cache, twice that at 512: all 29 at 256 px made a
+# 2-core server ready after a minute. Other aspects load from the cache at their first request.
+DEFAULT_WARMUP_ASPECTS = ((4, 3), (3, 4), (3, 2), (2, 3))
 LOG_FORMATS = ("json", "text")
 GUNICORN_LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
@@ -64,7 +69,7 @@ class Settings:
     threads: int | None = None  # gunicorn threads; None: `server_threads` decides
     warmup_sizes: tuple[int, ...] = ()  # px: compiled before /healthz says ready (nst_jax.warmup)
     warmup_batch: int = 1  # and batches of up to this many requests (at most max_batch)
-    warmup_aspects: tuple[tuple[int, int], ...] | None = None  # (W, H) of the content images warmed; None: all
+    warmup_aspects: tuple[tuple[int, int], ...] | None = DEFAULT_WARMUP_ASPECTS  # (W, H) of the photos warmed; None: all
     port: int = 8080  # `nst-jax serve`'s, unless given
     workers: int = 1  # gunicorn processes; keep 1: each process loads its own model
     worker_timeout_s: int = 0  # gunicorn's worker timeout, as functions-framework sets it; 0: none
@@ -133,13 +138,15 @@ class Settings:
 
 
 def parse_aspects(text: str, name: str = "NEURASTYLE_WARMUP_ASPECTS") -> tuple[tuple[int, int], ...] | None:
-    """Aspect ratios (W, H) from a comma-separated list such as "4:3,3:4"; None ("") for every
-    one. Raises OptionsError naming `name`."""
+    """Aspect ratios (W, H) from a comma-separated list such as "4:3,3:4"; "" for
+    DEFAULT_WARMUP_ASPECTS, "all" (None) for every one. Raises OptionsError naming `name`."""
+    if text.strip() == "all":
+        return None
     try:
         aspects = tuple(shapes.parse_aspect(item) for item in text.split(",") if item.strip())
     except ValueError as e:
         raise OptionsError(f"{name}={text!r}: {e}") from None
-    return aspects or None
+    return aspects or DEFAULT_WARMUP_ASPECTS
 
 
 def parse_sizes(text: str, limits: Limits, name: str = "NEURASTYLE_WARMUP") -> tuple[int, ...]:

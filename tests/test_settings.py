@@ -70,7 +70,8 @@ def test_the_warmup_batch_is_at_most_the_largest_batch():
 
 
 def test_the_warmup_aspects():
-    assert Settings.from_env({}).warmup_aspects is None  # every aspect
+    assert Settings.from_env({}).warmup_aspects == Settings().warmup_aspects == ((4, 3), (3, 4), (3, 2), (2, 3))
+    assert Settings.from_env({"NEURASTYLE_WARMUP_ASPECTS": "all"}).warmup_aspects is None  # every aspect
     assert Settings.from_env({"NEURASTYLE_WARMUP_ASPECTS": " 4:3, 3:4,"}).warmup_aspects == ((4, 3), (3, 4))
     for bad in ("4x3", "4:0", "4:3,wide", ":3"):
         with pytest.raises(errors.NSTError, match="NEURASTYLE_WARMUP_ASPECTS"):
