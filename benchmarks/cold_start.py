@@ -6,10 +6,11 @@ same request warm, by what the process starts with.
 
 Modes, each a fresh server process on a free localhost port, run in turns:
   empty   an empty persistent compilation cache;
-  cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H] --style web/styles/*.jpg`
-          (filled once, before the runs; the styles are the server's built-in paintings);
-  warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads every program of every
-          aspect (of --aspect's alone, NEURASTYLE_WARMUP_ASPECTS) before /healthz says ready.
+  cache   the cache after `nst-jax warmup --size SIZE [--aspect W:H ...] --style web/styles/*.jpg`
+          (filled once, before the runs, for every aspect unless --aspect; the styles are the
+          server's built-in paintings);
+  warmup  that cache and NEURASTYLE_WARMUP=SIZE: the server loads the programs of its default
+          aspects (--aspect's if given, as NEURASTYLE_WARMUP_ASPECTS) before /healthz says ready.
 Per run: seconds from the process's start until /healthz answers 200 ("ready") and the CPU
 seconds the server's processes spent by then ("ready CPU": on a shared machine wall times are
 noisy, CPU times less so), the first request's round trip ("first"), the same request again
