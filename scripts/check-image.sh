@@ -107,5 +107,6 @@ curl -sf "$url/openapi.json" | python3 -c 'import json, sys; d = json.load(sys.s
 check "/openapi.json"
 user=$(buildah run --isolation chroot "$ctr" -- id -un)
 
+grep -E "shape families|warm-up done" "$log" || true  # what the start-up warm-up did
 size=$(buildah images --format '{{.Size}}' "$IMAGE" | head -1)
 echo "== $IMAGE: $size, built in $build_s s, ready $ready_s s after start, serving as $user"

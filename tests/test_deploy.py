@@ -54,6 +54,16 @@ def test_the_images_warm_up_covers_the_built_in_paintings():
     assert list((REPO_ROOT / "web" / "styles").glob("*.jpg"))
 
 
+def test_the_images_start_up_warm_up_is_of_sizes_its_cache_holds():
+    """A container warms up from the cache its build filled; a size outside it would compile for
+    minutes before the container is ready."""
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    cached, serving = (set(re.search(rf"^ARG {name}=(\S*)$", dockerfile, re.M).group(1).split(","))
+                       for name in ("WARMUP", "SERVE_WARMUP"))
+    assert serving and serving <= cached
+    assert re.search(r"NEURASTYLE_WARMUP=\$SERVE_WARMUP", dockerfile)
+
+
 def test_the_container_installs_the_tested_versions():
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     installs = re.findall(r"pip install [^\n\\]*", dockerfile)
