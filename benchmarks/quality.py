@@ -1,21 +1,24 @@
-"""The quality benchmark: does a stylized picture keep the photo, take the painting's texture,
-and stay free of dots, and how soon? Runs fixed content x style pairs at several sizes and
-recipes, prints a table of `measures` per result (QUALITY.md), measures each picture as it was
-during the run too (every --checkpoint-every steps: quality against seconds), and writes per
-size a contact sheet (with a row of each pair's pictures as they were after --budgets seconds)
-and the curves of layout and texture against seconds.
+"""The quality benchmark: does a stylized picture keep the photo, take the painting's colours and
+strokes, and stay free of relief and dots, and how soon? Runs fixed content x style pairs at
+several sizes and recipes, prints a table of `measures` per result (QUALITY.md), measures each
+picture as it was during the run too (every --checkpoint-every steps: quality against seconds),
+and writes per size a contact sheet (with a row of each pair's pictures as they were after
+--budgets seconds) and the curves of the measures against seconds.
 
 The pairs use only pictures the repository may ship: photos that Python packages ship
 (scikit-image, scikit-learn; licences in QUALITY.md) and the public-domain paintings of
-web/styles/. Recipes are the library's named ones (`nst_jax.options.RECIPES`: "default",
-"thorough", "seed"), and `NAME:key=value,...` or `NAME:{JSON}` adds one. `--baseline TREE` adds
-the recipe "landed": the default options of another checkout (e.g. `git worktree add
-/tmp/landed <commit>`), run through its own command line. Seconds are those of compiled
-programs: each run is preceded by a one-step run of its shapes.
+web/styles/. `--references DIR` adds published pictures to compare with: each `<photo>_<painting>.png`
+of DIR (e.g. `tubingen_starry.png`: the photo `tubingen.jpg` of --reference-photos, default
+DIR/../images, and the built-in painting whose name starts with `starry`) becomes a pair, scored
+with the same measures, and shown beside ours ("published"). Recipes are the library's named ones
+(`nst_jax.options.RECIPES`), and `NAME:key=value,...` or `NAME:{JSON}` adds one. `--baseline TREE`
+adds the recipe "landed": the default options of another checkout (e.g. `git worktree add
+/tmp/landed <commit>`), run through its own command line. Seconds are those of compiled programs:
+each run is preceded by a one-step run of its shapes.
 
-    python benchmarks/quality.py --sizes 256 512 --pairs astronaut/starry china/ship --recipes thorough default
+    python benchmarks/quality.py --sizes 512 --references ../shared/anchors --pairs tubingen golden_gate
+    python benchmarks/quality.py --sizes 256 512 --pairs astronaut/starry china/ship --recipes default
     python benchmarks/quality.py --sizes 1024 2048 4096       # a GPU
-    python benchmarks/quality.py --sizes 256 --recipes default 'b3:{"content_layer": "block3_conv2"}'
     python benchmarks/quality.py --report-only --out DIR      # the table, sheets and curves of earlier runs
 """
 
@@ -45,6 +48,7 @@ REPO = Path(__file__).resolve().parent.parent
 STYLES = {path.stem: path for path in sorted((REPO / "web/styles").glob("*.jpg"))}  # the built-in paintings
 RECIPE_OPTIONS = RECIPES
 PHOTOS = ("astronaut", "china", "rocket", "coffee")
+PUBLISHED = "published"  # the recipe name of a reference picture (--references)
 
 
 def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
@@ -59,6 +63,29 @@ def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
     photos = {"astronaut": skimage.data.astronaut(), "china": sklearn.datasets.load_sample_image("china.jpg"),
               "rocket": skimage.data.rocket(), "coffee": skimage.data.coffee()}
     return {name: np.asarray(pixels, np.float32) / 255.0 for name, pixels in photos.items()}
+
+
+def reference_pictures(folder: Path, photo_folder: Path) -> dict[tuple[str, str], Path]:
+    """{(photo, painting): picture} of the `<photo>_<painting>.png` files of `folder`: `photo` names
+    an image `<photo>.*` of `photo_folder`, `painting` the start of one built-in painting's name."""
+    found = {}
+    for path in sorted(folder.glob("*.png")):
+        parts = path.stem.split("_")
+        for i in range(1, len(parts)):
+            photo, prefix = "_".join(parts[:i]), "_".join(parts[i:])
+            paintings = [name for name in STYLES if name.startswith(prefix)]
+            if any(photo_folder.glob(f"{photo}.*")) and len(paintings) == 1:
+                found[photo, paintings[0]] = path
+                break
+        else:
+            raise SystemExit(f"{path}: its name is not <photo>_<painting>, with a photo in {photo_folder} "
+                             f"and the start of one of {', '.join(STYLES)}")
+    return found
+
+
+def reference_photos(references: dict[tuple[str, str], Path], photo_folder: Path) -> dict[str, np.ndarray]:
+    """The photos of the reference pictures, (H, W, 3) in [0, 1], by name."""
+    return {c: images.read(next(photo_folder.glob(f"{c}.*"))) for c, _ in references}
 
 
 def parse_recipe(text: str) -> tuple[str, dict]:
@@ -125,8 +152,12 @@ def every(checkpoints: list[Checkpoint], steps: int) -> list[Checkpoint]:
 
 
 def measure(model, result, photo, painting) -> dict:
-    return {"layout": measures.layout(result, photo), "texture": measures.texture(model, result, photo, painting),
-            "dots": measures.dots(result), "noise": measures.noise(result, photo)}
+    return {"layout": measures.layout(result, photo), "detail": measures.detail(result, photo),
+            "palette": measures.palette(result, photo, painting),
+            "texture": measures.texture(model, result, photo, painting),
+            "texture_deep": measures.texture_deep(model, result, photo, painting),
+            "relief": measures.relief(result, photo, painting), "dots": measures.dots(result),
+            "noise": measures.noise(result, photo)}
 
 
 def stylize_with_tree(tree: Path, content_path: Path, style_path: Path, size: int, steps: int | None,
@@ -176,14 +207,14 @@ def contact_sheet(rows: list[list[Image.Image]], path: Path) -> None:
     sheet.save(path, optimize=True)
 
 
-def run(args, recipes: dict) -> None:
+def run(args, recipes: dict, photos: dict[str, np.ndarray], references: dict[tuple[str, str], Path]) -> None:
     """Stylize every pair at every size with every recipe: the results as PNGs, their measures
-    appended to results.jsonl in `args.out`, a table row printed per result."""
+    appended to results.jsonl in `args.out`, a table row printed per result; each reference
+    picture is measured as the recipe PUBLISHED of its pair, at every size."""
     model = nst_jax.load_model()
-    photos = content_photos(args.photos)
     paintings = {name: images.read(path) for name, path in STYLES.items()}
-    pairs = [(c, s) for c in photos for s in paintings
-             if not args.pairs or any(f in f"{c}/{s}" for f in args.pairs)]
+    pairs = [*references, *((c, s) for c in content_photos_names(photos, references) for s in paintings)]
+    pairs = [(c, s) for c, s in pairs if not args.pairs or any(f in f"{c}/{s}" for f in args.pairs)]
     files = {}  # the pictures as files, for the baseline's command line
     if args.baseline:
         for name, pixels in [*photos.items(), *paintings.items()]:
@@ -194,9 +225,20 @@ def run(args, recipes: dict) -> None:
     print(TABLE_HEAD)
     runs = ([("landed", None)] if args.baseline else []) + list(recipes.items())
     with open(args.out / "results.jsonl", "a") as log:
+        def record(**fields):
+            log.write(json.dumps(fields) + "\n")
+            log.flush()
+            print(table_row(fields), flush=True)
+
         for size in sorted(args.sizes):
             for c, s in pairs:
                 photo, painting = photos[c], paintings[s]
+                if (c, s) in references:
+                    published = images.read(references[c, s])
+                    images.write(published, args.out / f"{c}_{s}_{size}_{PUBLISHED}.png")
+                    record(size=size, pair=f"{c}/{s}", recipe=PUBLISHED, options=None, steps=None,
+                           **measure(model, published, photo, painting), seconds=None, device=None, curve=[],
+                           peak_mb=None)
                 for name, recipe in runs:
                     path = args.out / f"{c}_{s}_{size}_{name}.png"
                     curve = []
@@ -210,14 +252,16 @@ def run(args, recipes: dict) -> None:
                             images.write(point.image, checkpoint_path(args.out, path, point.seconds))
                             curve.append({"seconds": point.seconds, "step": point.step,
                                           **measure(model, point.image, photo, painting)})
-                    record = {"size": size, "pair": f"{c}/{s}", "recipe": name, "options": recipe,
-                              "steps": args.steps, **measure(model, result, photo, painting),
-                              "seconds": seconds, "device": model.device, "curve": curve,
-                              # another process's memory is not seen from here
-                              "peak_mb": peak_memory_mb() if recipe is not None else None}
-                    log.write(json.dumps(record) + "\n")
-                    log.flush()
-                    print(table_row(record), flush=True)
+                    record(size=size, pair=f"{c}/{s}", recipe=name, options=recipe, steps=args.steps,
+                           **measure(model, result, photo, painting), seconds=seconds, device=model.device,
+                           curve=curve,
+                           # another process's memory is not seen from here
+                           peak_mb=peak_memory_mb() if recipe is not None else None)
+
+
+def content_photos_names(photos: dict[str, np.ndarray], references: dict[tuple[str, str], Path]) -> list[str]:
+    """The photos that pair with every built-in painting: those the packages ship."""
+    return [c for c in photos if c not in {c for c, _ in references}]
 
 
 def checkpoint_path(out: Path, result_path: Path, seconds: float) -> Path:
@@ -231,27 +275,47 @@ def checkpoint_at(out: Path, result_path: Path, curve: list[dict], budget: float
     return (checkpoint_path(out, result_path, within[-1]["seconds"]), within[-1]) if within else None
 
 
-TABLE_HEAD = ("| size | pair | recipe | layout | texture | dots ‰ | noise % | seconds | peak MB |\n"
-              "|---|---|---|---|---|---|---|---|---|")
+COLUMNS = ("layout", "detail", "palette", "texture", "texture_deep", "relief", "dots", "noise")
+TABLE_HEAD = ("| size | pair | recipe | layout | detail | palette | texture | deep texture | relief | dots ‰ | noise % "
+              "| seconds | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+
+
+def figure(value, digits: int = 3) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
 
 
 def table_row(r: dict) -> str:
-    peak = f"{r['peak_mb']:.0f}" if r.get("peak_mb") is not None else "–"
-    return (f"| {r['size']} | {r['pair']} | {r['recipe']} | {r['layout']:.3f} | {r['texture']:.3f} | "
-            f"{r['dots']:.2f} | {r['noise']:.2f} | {r['seconds']:.0f} | {peak} |")
+    return (f"| {r['size']} | {r['pair']} | {r['recipe']} | "
+            + " | ".join(figure(r.get(k), 2 if k in ("dots", "noise") else 3) for k in COLUMNS)
+            + f" | {figure(r.get('seconds'), 0)} | {figure(r.get('peak_mb'), 0)} |")
+
+
+SUMMARY_HEAD = ("| size | recipe | pairs | mean layout | worst layout | mean detail | worst detail | mean palette "
+                "| worst palette | mean texture | worst texture | mean relief | worst relief | mean seconds |\n"
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def summary_row(size: int, recipe: str, rs: list[dict]) -> str:
-    mean = {k: float(np.mean([r[k] for r in rs])) for k in ("layout", "texture", "dots", "noise", "seconds")}
-    return (f"| {size} | {recipe} | {len(rs)} | {mean['layout']:.3f} | {min(r['layout'] for r in rs):.3f} | "
-            f"{mean['texture']:.3f} | {max(r['texture'] for r in rs):.3f} | {mean['dots']:.2f} | "
-            f"{mean['noise']:.2f} | {mean['seconds']:.0f} |")
+    """Means over `rs`, and the worst of each: the lowest layout and detail, the highest palette,
+    texture and relief."""
+    def mean(k):
+        values = [r[k] for r in rs if r.get(k) is not None]
+        return float(np.mean(values)) if values else None
+
+    def worst(k, pick):
+        values = [r[k] for r in rs if r.get(k) is not None]
+        return pick(values) if values else None
+    cells = [figure(mean("layout")), figure(worst("layout", min)), figure(mean("detail")), figure(worst("detail", min)),
+             figure(mean("palette")), figure(worst("palette", max)), figure(mean("texture")),
+             figure(worst("texture", max)), figure(mean("relief")), figure(worst("relief", max)),
+             figure(mean("seconds"), 0)]
+    return f"| {size} | {recipe} | {len(rs)} | " + " | ".join(cells) + " |"
 
 
 def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list[float]) -> None:
     """From `out`'s results.jsonl (the latest record of each result): the table, the means per
-    size and recipe, and a contact sheet per size (photo | painting | each recipe's result |
-    a 1:1 crop of the last recipe's), sheet_<size>.png."""
+    size and recipe, and a contact sheet per size (photo | painting | each recipe's result, the
+    published picture first | a 1:1 crop of each), sheet_<size>.png."""
     records = {}
     for line in (out / "results.jsonl").read_text().splitlines():
         r = json.loads(line)
@@ -259,8 +323,7 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list
     print(TABLE_HEAD)
     for r in records.values():
         print(table_row(r))
-    print("\n| size | recipe | pairs | mean layout | worst layout | mean texture | worst texture | mean dots ‰ "
-          "| mean noise % | mean seconds |\n|---|---|---|---|---|---|---|---|---|---|")
+    print("\n" + SUMMARY_HEAD)
     for size in sorted({k[0] for k in records}):
         by_recipe = {}
         for (s, pair, recipe), r in records.items():
@@ -276,14 +339,15 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list
         rows = []
         for pair in dict.fromkeys(k[1] for k in records if k[0] == size):
             c, s = pair.split("/")
-            row = [tile(photos[c], tile_px, c), tile(paintings[s], tile_px, s)]
-            recipes = [k[2] for k in records if k[:2] == (size, pair)]
+            row, crops = [tile(photos[c], tile_px, c), tile(paintings[s], tile_px, s)], []
+            recipes = sorted((k[2] for k in records if k[:2] == (size, pair)), key=lambda name: name != PUBLISHED)
             for recipe in recipes:
                 r = records[size, pair, recipe]
                 result = images.read(out / f"{c}_{s}_{size}_{recipe}.png")
-                row.append(tile(result, tile_px, f"{recipe} L{r['layout']:.2f} T{r['texture']:.2f}"))
-            row.append(crop(result, tile_px, f"{recipes[-1]} 1:1"))
-            rows.append(row)
+                row.append(tile(result, tile_px, f"{recipe} D{r['detail']:.2f} P{r['palette']:.2f} "
+                                                 f"R{r['relief']:.2f}" if "detail" in r else recipe))
+                crops.append(crop(result, tile_px, f"{recipe} 1:1"))
+            rows.append(row + crops)
             budget_row = [tile(np.ones_like(photos[c]), tile_px, "cut at")]
             for recipe in recipes:
                 r = records[size, pair, recipe]
@@ -291,7 +355,7 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list
                     cut = checkpoint_at(out, out / f"{c}_{s}_{size}_{recipe}.png", r.get("curve", []), budget)
                     if cut is not None:
                         budget_row.append(tile(images.read(cut[0]), tile_px,
-                                               f"{recipe} {budget:g}s L{cut[1]['layout']:.2f}"))
+                                               f"{recipe} {budget:g}s D{cut[1].get('detail', 0):.2f}"))
             if len(budget_row) > 1:
                 rows.append(budget_row)
         contact_sheet(rows, out / f"sheet_{size}.png")
@@ -299,27 +363,29 @@ def report(out: Path, tile_px: int, photos: dict[str, np.ndarray], budgets: list
         plot_curves({k[1:]: r for k, r in records.items() if k[0] == size}, size, out / f"curves_{size}.png")
 
 
+CURVES = {"detail": "detail (1 = the photo's edges at 256 px)",
+          "palette": "palette (0 = the painting's colours, 1 = the photo's)",
+          "texture": "texture at block1-3 (1 = the photo's)", "relief": "relief (1 = the painting's shading)"}
+
+
 def plot_curves(records: dict, size: int, path: Path) -> None:
-    """Layout and texture against seconds, a line per result, a colour per recipe: curves_<size>.png."""
+    """The measures of CURVES against seconds, a line per result, a colour per recipe: curves_<size>.png."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=100)
+    fig, axes = plt.subplots(1, len(CURVES), figsize=(5 * len(CURVES), 3.8), dpi=100)
     colours = {}
     for (pair, recipe), r in records.items():
-        if not r.get("curve"):
+        if not r.get("curve") or "detail" not in r["curve"][0]:
             continue
         colour = colours.setdefault(recipe, f"C{len(colours)}")
         t = [p["seconds"] for p in r["curve"]]
-        for ax, key in zip(axes, ("layout", "texture")):
+        for ax, key in zip(axes, CURVES):
             ax.plot(t, [p[key] for p in r["curve"]], color=colour, lw=1, marker=".", ms=3,
                     label=recipe if pair == next(p for p, q in records if q == recipe) else None)
-    axes[0].set(xlabel="seconds (compiled programs; this machine)", ylabel="layout (1 = the photo's)",
-                title=f"{size} px: layout kept")
-    axes[1].set(xlabel="seconds (compiled programs; this machine)", ylabel="texture (1 = the photo's; lower: more style)",
-                yscale="log", title=f"{size} px: texture taken")
-    for ax in axes:
+    for ax, (key, label) in zip(axes, CURVES.items()):
+        ax.set(xlabel="seconds (compiled programs; this machine)", ylabel=label, title=f"{size} px: {key}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -343,6 +409,9 @@ def main() -> None:
     p.add_argument("--tile", type=int, default=160, help="height of the contact sheets' pictures, px")
     p.add_argument("--report-only", action="store_true", help="no runs: the table and sheets of --out's results")
     p.add_argument("--photos", type=Path, help="read the photos from this folder's PNGs, not from the packages")
+    p.add_argument("--references", type=Path, metavar="DIR",
+                   help="published pictures <photo>_<painting>.png to compare with (their pairs run too)")
+    p.add_argument("--reference-photos", type=Path, metavar="DIR", help="their photos (default: DIR/../images)")
     p.add_argument("--export-photos", type=Path, metavar="DIR", help="write the photos to DIR as PNGs, and stop")
     args = p.parse_args()
 
@@ -352,9 +421,12 @@ def main() -> None:
             images.write(pixels, args.export_photos / f"{name}.png")
         return
     args.out.mkdir(parents=True, exist_ok=True)
+    photo_folder = args.reference_photos or (args.references / ".." / "images" if args.references else None)
+    references = reference_pictures(args.references, photo_folder) if args.references else {}
+    photos = {**content_photos(args.photos), **reference_photos(references, photo_folder)}
     if not args.report_only:
-        run(args, dict(parse_recipe(r) for r in args.recipes))
-    report(args.out, args.tile, content_photos(args.photos), args.budgets)
+        run(args, dict(parse_recipe(r) for r in args.recipes), photos, references)
+    report(args.out, args.tile, photos, args.budgets)
 
 
 if __name__ == "__main__":
