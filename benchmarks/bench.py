@@ -114,7 +114,7 @@ def bench_size(model, size: int, args, content, style, log) -> dict:
     first = {name: r.run(args.steps) for name, r in runs.items()}  # compiles, warms caches
     ms = common.interleaved({name: r.run for name, r in runs.items()}, args.steps, args.repeats)
     shape = runs["jax"].content.shape[1:3]
-    flops = common.step_flops(model.weights.arch, *shape)
+    flops = common.step_flops(model.weights, *shape)
     out = {"size": size, "shape": list(shape), "step_gflop": flops / 1e9,
            "jax_over_torch": common.paired_ratio(ms["jax"], ms["torch"])}
     for name in runs:

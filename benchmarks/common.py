@@ -131,18 +131,20 @@ def paired_ratio(a: dict, b: dict) -> float:
     return statistics.median(x / y for x, y in zip(a["wall"], b["wall"]))
 
 
-def deepest_layer(arch: str, options: Options = Options()) -> str:
-    """The deepest layer a step computes: its content layer or the last style layer."""
-    names = layer_names(arch)
-    return max((options.content_layer, *dict(options.style_layers), *dict(options.fine_style_layers or {})),
-               key=names.index)
+def deepest_layer(weights, options: Options = Options()) -> str:
+    """The deepest layer a step on `weights` (`nst_jax.weights.Weights`) computes: its content
+    layer or the last style layer."""
+    names = layer_names(weights.arch)
+    style = [name for scale in (0, 1) for name, _ in options.style_layers_at(scale, weights.edge_tuned)]
+    return max((options.content_layer, *style), key=names.index)
 
 
-def step_flops(arch: str, height: int, width: int, last: str | None = None) -> float:
+def step_flops(weights, height: int, width: int, last: str | None = None) -> float:
     """FLOPs of one step's convolutions: the forward pass up to `last` (default `deepest_layer`) plus the gradient
     with respect to the input (backward-data, as many FLOPs as the forward; no weight
     gradients). Multiply-add = 2 FLOPs; pooling, Grams and losses are not counted."""
-    forward, h, w, last = 0.0, height, width, last or deepest_layer(arch)
+    arch = weights.arch
+    forward, h, w, last = 0.0, height, width, last or deepest_layer(weights)
     for name in layer_names(arch)[: layer_names(arch).index(last) + 1]:
         if name.endswith("_conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2

@@ -77,17 +77,17 @@ def best_of(fns: dict, repeats: int) -> dict[str, list[float]]:
     return out
 
 
-def layers(size: int, repeats: int) -> None:
+def layers(weights, size: int, repeats: int) -> None:
     height, width = shapes.working_shape(3, 4, size)
     print(f"\n### Convolutions at {size} px ({height}x{width}), min ms of {repeats}\n")
     print("| layer | GFLOP | XLA fwd | Winograd fwd | PyTorch fwd | XLA input grad | Winograd input grad "
           "| PyTorch input grad |\n" + "|---" * 8 + "|")
     rng, h, w, total = np.random.default_rng(0), height, width, np.zeros(6)
-    names = layer_names("vgg16")
-    for name in names[: names.index(common.deepest_layer("vgg16")) + 1]:
+    names = layer_names(weights.arch)
+    for name in names[: names.index(common.deepest_layer(weights)) + 1]:
         if name.endswith("_conv1") and name != "block1_conv1":
             h, w = h // 2, w // 2
-        _, _, cin, cout = layer_shapes("vgg16")[name]
+        _, _, cin, cout = layer_shapes(weights.arch)[name]
         x, g = (rng.standard_normal((1, h, w, c)).astype(np.float32) for c in (cin, cout))
         k = (rng.standard_normal((3, 3, cin, cout)) * 0.05).astype(np.float32)
 
@@ -245,7 +245,7 @@ def main() -> None:
     print(json.dumps(common.machine()))
     for section in args.sections:
         if section == "layers":
-            layers(args.size, args.repeats)
+            layers(model.weights, args.size, args.repeats)
         elif section == "breakdown":
             breakdown(model, content, style, args.size, args.steps)
         elif section == "variants":

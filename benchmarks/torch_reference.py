@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from nst_jax.options import Options
+from nst_jax.options import Options, network_style_layers
 from nst_jax.vgg import layer_names
 from nst_jax.weights import Weights
 
@@ -32,8 +32,10 @@ class TorchVGG:
     """
 
     def __init__(self, weights: Weights, device: str = "cpu", channels_last: bool = False,
-                 content_layer: str = Options().content_layer, style_layers=tuple(dict(Options().style_layers))):
+                 content_layer: str = Options().content_layer, style_layers: tuple[str, ...] | None = None):
         names = layer_names(weights.arch)
+        self.edge_tuned = weights.edge_tuned
+        style_layers = style_layers or tuple(dict(network_style_layers(weights.edge_tuned)))
         self.names = names[: max(names.index(n) for n in (content_layer, *style_layers)) + 1]
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.convs = {
@@ -93,7 +95,7 @@ class TorchStylizer:
         self.net, self.options = net, options
         self.device = net.mean.device
         self.content = to_nchw(content, self.device)
-        self.layer_weights = dict(options.style_layers_at(0))  # a one-scale run's
+        self.layer_weights = dict(options.style_layers_at(0, net.edge_tuned))  # a one-scale run's
         with torch.no_grad():
             self.target_content = net(self.content, (options.content_layer,))[options.content_layer]
             feats = net(to_nchw(style, self.device), tuple(self.layer_weights))

@@ -25,8 +25,9 @@ def batch_key(job: Job) -> tuple | None:
     o = job.options
     if o.optimizer != "adam":
         return None
+    # the layers as given: a job that leaves them to the network gets the same ones as another that does
     return (shapes.scale_shapes(job.content.shape, o), o.steps, o.step_ratio, o.max_seconds, o.content_layer,
-            tuple(name for name, _ in o.style_layers_at(0)), tuple(name for name, _ in o.style_layers_at(1)))
+            *(tuple(name for name, _ in layers or ()) for layers in (o.style_layers, o.fine_style_layers)))
 
 
 def check_batch(jobs: Sequence[Job], batch_size: int | None = None) -> None:

@@ -1,8 +1,11 @@
-"""Colour preservation (Gatys et al. 2016, "Preserving color in neural artistic style
-transfer"): style is transferred to luminance only and the content's chroma is kept.
-Arrays are (H, W, 3) float RGB in [0, 1]."""
+"""Colour: preservation (Gatys et al. 2016, "Preserving color in neural artistic style
+transfer": style is transferred to luminance only and the content's chroma is kept), and its
+opposite, the photo recoloured to the painting's colour distribution before the stylization, so
+that the picture takes the painting's palette. Arrays are (H, W, 3) float RGB in [0, 1]."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -36,3 +39,35 @@ def transfer_luminance(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
     yiq = content @ _YIQ.T
     yiq[..., 0] = luminance(stylized)
     return np.clip(yiq @ _RGB.T, 0, 1).astype(np.float32)
+
+
+def transfer_colors(image: np.ndarray, paintings: Sequence[np.ndarray], weights: Sequence[float],
+                    iterations: int = 16, samples: int = 65536, seed: int = 0) -> np.ndarray:
+    """`image` (H, W, 3) with its colours moved to the distribution of the paintings' colours,
+    mixed in the proportions `weights` (summing to 1): Pitie et al.'s iterative distribution
+    transfer ("Automated colour grading using colour distribution transfer", 2007). Each of
+    `iterations` rounds turns both colour clouds by a random rotation and matches each axis's
+    histogram to the paintings' (a monotone map, so a colour's neighbours stay its neighbours
+    and the photo's outlines stay where they were). The maps are learnt on `samples` pixels of
+    each side and applied to every pixel. Deterministic for a `seed`. Returns float32 in [0, 1]."""
+    rng = np.random.default_rng(seed)
+
+    def sample(im: np.ndarray, n: int) -> np.ndarray:
+        flat = im.reshape(-1, 3)
+        return flat[rng.integers(0, len(flat), max(1, n))].astype(np.float64)
+
+    source = sample(image, samples)
+    target = np.concatenate([sample(p, round(w * samples)) for p, w in zip(paintings, weights) if w > 0])
+    pixels = image.reshape(-1, 3).astype(np.float64)
+    levels = np.linspace(0.0, 1.0, 257)
+    ramp = 1e-9 * np.arange(len(levels))  # strictly increasing knots where a quantile repeats
+    for _ in range(iterations):
+        rotation = np.linalg.qr(rng.normal(size=(3, 3)))[0]
+        source, target_rotated, pixels = source @ rotation, target @ rotation, pixels @ rotation
+        knots = np.quantile(source, levels, axis=0) + ramp[:, None]
+        values = np.quantile(target_rotated, levels, axis=0)
+        for axis in range(3):
+            source[:, axis] = np.interp(source[:, axis], knots[:, axis], values[:, axis])
+            pixels[:, axis] = np.interp(pixels[:, axis], knots[:, axis], values[:, axis])
+        source, pixels = source @ rotation.T, pixels @ rotation.T
+    return np.clip(pixels, 0, 1).reshape(image.shape).astype(np.float32)

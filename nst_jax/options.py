@@ -21,18 +21,17 @@ from nst_jax.vgg import layer_names
 MESSAGE_MAX = 200  # characters of an error message
 LAYERS = tuple(dict.fromkeys(layer_names("vgg16") + layer_names("vgg19")))  # of either network
 MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses overflow
-# Named sets of option values; explicit options override them. "seed" is the project's first
-# recipe (content error at block5_conv2, noise init, halving scales from 128 px, the last iterate,
-# a total variation weight too small to matter).
+# Named sets of option values; explicit options override them. "thorough": the default with 300
+# steps at every scale (about five times its time). "seed": plain Gatys et al. (content error at
+# block5_conv2, the five style layers, noise init, the photo's colours untouched, halving scales
+# from 128 px, the last iterate, a total variation weight too small to matter).
 RECIPE_HELP = "a named set of the option values; the options given override it"
-# "thorough" is the default before the time work: 300 steps at every scale, about four times the
-# default's time at 512 px (QUALITY.md).
 RECIPES = {
     "default": {},
-    "seed": {"content_layer": "block5_conv2", "init": "noise", "min_scale": 128, "scale_ratio": 2.0,
-             "average_decay": 0.0, "content_weight": 1.0, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
-    "thorough": {"steps": 300, "step_ratio": 1.0, "scale_ratio": 2.0, "average_decay": 0.99,
-                 "content_weight": 1.0, "tv_weight": 10.0},
+    "thorough": {"steps": 300, "step_ratio": 1.0},
+    "seed": {"content_layer": "block5_conv2", "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)},
+             "init": "noise", "match_colors": False, "min_scale": 128, "scale_ratio": 2.0, "average_decay": 0.0,
+             "content_weight": 1.0, "fine_content_weight": None, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
 }
 
 
@@ -162,11 +161,18 @@ def _layer_order(item) -> tuple:
     return (LAYERS.index(name), "") if name in LAYERS else (len(LAYERS), str(name))
 
 
-# The five layers of Gatys et al., equally weighted. Weighing the shallow layers most at the finer
-# scales (`fine_style_layers`, e.g. 16:8:4:2:1 as crowsonkb's style-transfer-pytorch has it) loses
-# the wrinkled relief that the deep layers of these edge-tuned weights put on skies and water at
-# 512 px, but also much of the painting's large strokes there (QUALITY.md).
+# The five layers of Gatys et al., equally weighted: the style layers of ImageNet weights.
 STYLE_LAYERS = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
+# The fallback's layers were fine-tuned to fire on edges (HED): the Gram statistics of its blocks
+# 4 and 5 ask for an embossed relief on skies and walls and melt a house's windows, so its style
+# layers are blocks 1-3, the closest to the ImageNet features it started from (QUALITY.md).
+EDGE_TUNED_STYLE_LAYERS = STYLE_LAYERS[:3]
+
+
+def network_style_layers(edge_tuned: bool) -> tuple[tuple[str, float], ...]:
+    """The style layers of a network whose `style_layers` are not given: `EDGE_TUNED_STYLE_LAYERS`
+    for the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`), else `STYLE_LAYERS`."""
+    return EDGE_TUNED_STYLE_LAYERS if edge_tuned else STYLE_LAYERS
 
 
 @dataclass(frozen=True)
@@ -190,18 +196,24 @@ class Options:
         minimum=0, exclusive_minimum=True, maximum=lambda limits: limits.max_seconds or math.inf, nullable=True)
     content_weight: float = option(0.25, "weight of the content error (how much of the photo stays)",
                                    minimum=0, maximum=MAX_WEIGHT)
+    # Firmer at the finer scales: they start from the coarsest one's picture, which has the painting's
+    # texture already, and would otherwise melt what it kept of a house's windows (QUALITY.md).
     fine_content_weight: float | None = option(
-        None, "content_weight at the scales after the coarsest, which add detail to its picture (none: "
-              "content_weight there too)", minimum=0, maximum=MAX_WEIGHT, nullable=True)
+        1.0, "content_weight at the scales after the coarsest, which add detail to its picture (none: "
+             "content_weight there too)", minimum=0, maximum=MAX_WEIGHT, nullable=True)
     style_weight: float = option(10.0, "weight of the style error (how much of the painting's texture)",
                                  minimum=0, maximum=MAX_WEIGHT)
-    tv_weight: float = option(40.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
+    # Low: more smoothing leaves shaded, plastic-looking blobs where the painting has strokes (QUALITY.md).
+    tv_weight: float = option(5.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
     lr: float = option(0.03, "Adam step size, pixel units in [0, 1] per step (unused by L-BFGS)",
                        minimum=0, exclusive_minimum=True, maximum=1)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
     seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
                        minimum=0, maximum=2**32 - 1)
     preserve_color: bool = option(False, "transfer the style to luminance only, keep the content's colours")
+    match_colors: bool = option(True, "recolour the photo to the paintings' distribution of colours before "
+                                      "stylizing it, so that the picture takes their palette (preserve_color does "
+                                      "the opposite)", flag="--no-match-colors")
     multiscale: bool = option(True, "coarse to fine: from min_scale px up to size, each scale scale_ratio "
                                     "times the previous, each from the previous one's result and Adam state",
                               flag="--single-scale")
@@ -216,9 +228,11 @@ class Options:
     scale_ratio: float = option(math.sqrt(2), "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
     content_layer: str = option("block4_conv2", "the VGG layer whose activations carry the photo",
                                 enum=LAYERS, metavar="LAYER")
-    style_layers: tuple[tuple[str, float], ...] = option(
-        STYLE_LAYERS, "the VGG layers whose Gram matrices carry the painting, with their relative weights "
-                      "(the style error is their weighted mean)", kind="layer_weights", metavar="LAYER=W")
+    style_layers: tuple[tuple[str, float], ...] | None = option(
+        None, "the VGG layers whose Gram matrices carry the painting, with their relative weights (the style "
+              "error is their weighted mean; none: the network's, block1_conv1 to block5_conv1 for ImageNet "
+              "weights, block1-3 for the edge-tuned fallback)", kind="layer_weights", metavar="LAYER=W",
+        nullable=True)
     fine_style_layers: tuple[tuple[str, float], ...] | None = option(
         None, "style_layers at the scales after the coarsest, which add detail to its picture (none: "
               "style_layers there too)",
@@ -259,9 +273,12 @@ class Options:
             return self.fine_content_weight
         return getattr(self, f"{term}_weight")
 
-    def style_layers_at(self, scale: int) -> tuple[tuple[str, float], ...]:
-        """The (layer, weight) pairs of the style error at scale `scale` (0: the coarsest)."""
-        return self.fine_style_layers if scale > 0 and self.fine_style_layers is not None else self.style_layers
+    def style_layers_at(self, scale: int, edge_tuned: bool) -> tuple[tuple[str, float], ...]:
+        """The (layer, weight) pairs of the style error at scale `scale` (0: the coarsest) on a
+        network whose weights are `edge_tuned` or not (`network_style_layers`)."""
+        if scale > 0 and self.fine_style_layers is not None:
+            return self.fine_style_layers
+        return self.style_layers if self.style_layers is not None else network_style_layers(edge_tuned)
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":

@@ -42,8 +42,8 @@ def targets(model: Model, content: np.ndarray, styles: Sequence[np.ndarray], ble
     """The targets of one image at scale `scale` (0: the coarsest), by loss term
     (`nst_jax.losses.TERMS`): content {layer: activations (1, h, w, C)} of `content` (1, H, W, 3)
     at `options.content_layer`; style {"grams": `style_targets` at this scale, "layer_weights":
-    {layer: (1,)}} of `options.style_layers_at(scale)`; tv None."""
-    style_layers = options.style_layers_at(scale)
+    {layer: (1,)}} of `options.style_layers_at(scale)` on `model`'s network; tv None."""
+    style_layers = options.style_layers_at(scale, model.weights.edge_tuned)
     return {"content": model.features(content, (options.content_layer,)),
             "style": {"grams": style_targets(model, styles, blend, max(content.shape[1:3]), options.style_scale,
                                              tuple(dict(style_layers))),
@@ -84,7 +84,8 @@ def check_time_budget(content_shape: tuple[int, ...], options: Options, model: M
 
 @dataclass
 class _Prepared:
-    """A job as the optimisation sees it (luminance only when colours are preserved)."""
+    """A job as the optimisation sees it: the content in the styles' colours (`match_colors`), or
+    content and styles in luminance only (`preserve_color`)."""
 
     job: Job
     content: np.ndarray
@@ -102,10 +103,16 @@ class _Prepared:
         if job.options.preserve_color:
             content = color.luminance_rgb(content)
             styles = [color.match_luminance(color.luminance_rgb(s), content) for s in styles]
+        elif job.options.match_colors:
+            # at the finest scale's size, not the upload's: a 12-megapixel photo would take seconds
+            longest = shapes.round_up(job.options.size)
+            if max(content.shape[:2]) > longest:
+                content = image_ops.resize(content, *image_ops.fit_shape(*content.shape[:2], longest))
+            content = color.transfer_colors(content, styles, blend / blend.sum())
         return cls(job, content, styles, blend / blend.sum())
 
     def finish(self, image: np.ndarray) -> np.ndarray:
-        out_shape = image_ops.fit_shape(*self.content.shape[:2], self.job.options.size)
+        out_shape = image_ops.fit_shape(*self.job.content.shape[:2], self.job.options.size)
         result = image_ops.resize(np.asarray(image, np.float32), *out_shape)
         if self.job.options.preserve_color:
             result = color.transfer_luminance(result, image_ops.resize(self.job.content, *out_shape))
@@ -239,7 +246,7 @@ class _BatchRun:
 
 def _check_layers(options: Options, model: Model) -> None:
     """Raise OptionsError where `options` name a layer that `model`'s network lacks."""
-    for name, layers in (("content_layer", [options.content_layer]), ("style_layers", dict(options.style_layers)),
+    for name, layers in (("content_layer", [options.content_layer]), ("style_layers", dict(options.style_layers or {})),
                          ("fine_style_layers", dict(options.fine_style_layers or {}))):
         for layer in layers:
             if layer not in layer_names(model.weights.arch):

@@ -149,7 +149,7 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     for scale, longest in enumerate(shapes.scale_sizes(size, options.min_scale, options.scale_ratio)):
         for style in styles:
             transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,
-                                   tuple(dict(options.style_layers_at(scale))))
+                                   tuple(dict(options.style_layers_at(scale, model.weights.edge_tuned))))
 
 
 def cache_summary() -> str:

