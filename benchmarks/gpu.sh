@@ -6,7 +6,7 @@
 #
 # Needs .whl/ from benchmarks/gpu_wheels.sh: functions-framework for the HTTP function (the machine
 # has no network) and a compressed copy of the weights (the uncompressed file and the repository
-# together are past what a device call may carry); or weights/vgg16-hed.npz, or NEURASTYLE_WEIGHTS.
+# together are past what may be copied to a GPU machine); or weights/vgg16-hed.npz, or NEURASTYLE_WEIGHTS.
 #
 # Steps, most important first, each time-boxed; a step starts only while GPU_BUDGET_S (default
 # 470) seconds are not spent, and gets at most what is left:
@@ -30,7 +30,7 @@
 #                                                          # skipped; env always runs)
 #   GPU_BUNDLE=DIR benchmarks/gpu.sh OUT   # also, after every step, DIR/summary.txt and DIR/results.tar.gz
 #                                          # (text, JSON, contact sheets, pictures as JPEG): two files,
-#                                          # for a device call that brings back few files
+#                                          # for a GPU machine that sends back few files
 #
 # OUT/summary.txt gathers each step's status and tables, and ends with the GPU_STEPS of a rerun
 # of the steps that did not run; OUT/NAME.out and NAME.err hold the rest.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fill .whl/ (git-ignored), the one folder a device call carries for benchmarks/gpu.sh on a GPU
+# Fill .whl/ (git-ignored), the one folder copied to a GPU machine beside the repository for benchmarks/gpu.sh on a GPU
 # machine that has no network: functions-framework and what it needs beyond what such a machine
 # has (JAX, flax, optax, torch, scipy, h5py, pillow, tqdm), at the versions of constraints.txt; the
 # weights, compressed (a call carries at most 64 MiB, the repository's files included, and the
@@ -40,9 +40,9 @@ with np.load(default_path(), allow_pickle=False) as npz:
     np.savez_compressed(sys.argv[1], **{name: npz[name] for name in npz.files})
 EOF
 ls "$out"
-# What a device call carries: the repository's tracked files and .whl/
+# What is copied to the GPU machine: the repository's tracked files and .whl/
 tracked=$(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1)
 carried=$(du -sb "$out" | cut -f1)
 total=$((tracked + carried))
 echo "travels: $((tracked / 1024)) KiB of tracked files + $((carried / 1024)) KiB of $out = $((total / 1048576)) MiB of 64"
-[ "$total" -le $((64 * 1048576)) ] || { echo "past the 64 MiB a device call carries" >&2; exit 1; }
+[ "$total" -le $((64 * 1048576)) ] || { echo "past the 64 MiB that may be copied to the GPU machine" >&2; exit 1; }

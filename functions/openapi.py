@@ -118,8 +118,10 @@ def schemas(settings: Settings, preset_names: Sequence[str]) -> dict:
             "type": "object", "required": ["defaults", "limits", "options", "style_presets"],
             "properties": {
                 "defaults": ref("Options"),
-                "limits": {"type": "object", "properties": {name: {"type": "integer", "minimum": 1}
-                                                            for name in ("min_size", "max_size", "max_steps")}},
+                "limits": {"type": "object", "additionalProperties": False, "properties": {
+                    **{name: {"type": "integer", "minimum": 1} for name in ("min_size", "max_size", "max_steps")},
+                    "max_seconds": {"type": ["number", "null"], "exclusiveMinimum": 0,
+                                    "description": "The ceiling of a request's time budget, seconds (none: none)."}}},
                 "options": {"type": "object", "description": "Each option's JSON Schema, as in Options.",
                             "additionalProperties": {"type": "object"}},
                 "style_presets": {"type": "array", "items": {

@@ -42,14 +42,19 @@ def transfer_luminance(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
 
 
 def transfer_colors(image: np.ndarray, paintings: Sequence[np.ndarray], weights: Sequence[float],
-                    iterations: int = 16, samples: int = 65536, seed: int = 0) -> np.ndarray:
+                    photo_luminance: float = 0.5, iterations: int = 16, samples: int = 65536,
+                    seed: int = 0) -> np.ndarray:
     """`image` (H, W, 3) with its colours moved to the distribution of the paintings' colours,
     mixed in the proportions `weights` (summing to 1): Pitie et al.'s iterative distribution
     transfer ("Automated colour grading using colour distribution transfer", 2007). Each of
     `iterations` rounds turns both colour clouds by a random rotation and matches each axis's
     histogram to the paintings' (a monotone map, so a colour's neighbours stay its neighbours
     and the photo's outlines stay where they were). The maps are learnt on `samples` pixels of
-    each side and applied to every pixel. Deterministic for a `seed`. Returns float32 in [0, 1]."""
+    each side and applied to every pixel. Then `photo_luminance` (0 to 1) of the luminance is
+    the image's own, its contrast rescaled to the mean and spread of the transferred one's: where
+    the painting has little dark, a white rocket on a night sky would otherwise become white on
+    pale beige, and the subject fades (QUALITY.md). Deterministic for a `seed`. Returns float32
+    in [0, 1]."""
     rng = np.random.default_rng(seed)
 
     def sample(im: np.ndarray, n: int) -> np.ndarray:
@@ -70,4 +75,9 @@ def transfer_colors(image: np.ndarray, paintings: Sequence[np.ndarray], weights:
             source[:, axis] = np.interp(source[:, axis], knots[:, axis], values[:, axis])
             pixels[:, axis] = np.interp(pixels[:, axis], knots[:, axis], values[:, axis])
         source, pixels = source @ rotation.T, pixels @ rotation.T
-    return np.clip(pixels, 0, 1).reshape(image.shape).astype(np.float32)
+    pixels = np.clip(pixels, 0, 1).reshape(image.shape)
+    transferred, own = luminance(pixels), luminance(image.astype(np.float64))
+    rescaled = (own - own.mean()) / (own.std() + 1e-6) * transferred.std() + transferred.mean()
+    # R, G and B moved alike move Y alike (its weights sum to 1), and leave the chroma (I, Q) be
+    pixels = pixels + (photo_luminance * (rescaled - transferred))[..., None]
+    return np.clip(pixels, 0, 1).astype(np.float32)

@@ -30,8 +30,9 @@ RECIPES = {
     "default": {},
     "thorough": {"steps": 300, "step_ratio": 1.0},
     "seed": {"content_layer": "block5_conv2", "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)},
-             "init": "noise", "match_colors": False, "min_scale": 128, "scale_ratio": 2.0, "average_decay": 0.0,
-             "content_weight": 1.0, "fine_content_weight": None, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
+             "init": "noise", "match_colors": False, "min_scale": 128, "scale_ratio": 2.0,
+             "max_scales": 10, "average_decay": 0.0, "content_weight": 1.0, "fine_content_weight": None,
+             "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
 }
 
 
@@ -211,21 +212,26 @@ class Options:
     seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
                        minimum=0, maximum=2**32 - 1)
     preserve_color: bool = option(False, "transfer the style to luminance only, keep the content's colours")
-    match_colors: bool = option(True, "recolour the photo to the paintings' distribution of colours before "
-                                      "stylizing it, so that the picture takes their palette (preserve_color does "
-                                      "the opposite)", flag="--no-match-colors")
-    multiscale: bool = option(True, "coarse to fine: from min_scale px up to size, each scale scale_ratio "
-                                    "times the previous, each from the previous one's result and Adam state",
+    match_colors: bool = option(True, "recolour the photo to the paintings' distribution of colours (half of its "
+                                      "light and dark kept) before stylizing it, so that the picture takes their "
+                                      "palette (preserve_color does the opposite)", flag="--no-match-colors")
+    multiscale: bool = option(True, "coarse to fine: up to max_scales scales, from at least min_scale px up "
+                                    "to size, each scale scale_ratio times the previous, each from the "
+                                    "previous one's result and Adam state",
                               flag="--single-scale")
     style_blend: tuple[float, ...] | None = option(None, "one weight per style image (normalised to sum 1); "
                                                          "none: equal", kind="blend", metavar="W")
     optimizer: str = option("adam", "how the pixels are optimised: Adam, or lbfgs (SciPy's L-BFGS-B within "
                                     "[0, 1], which often reaches the same loss sooner)", enum=("adam", "lbfgs"))
-    min_scale: int = option(256, "longest side of the coarsest scale, px", minimum=64, maximum=1024)
+    min_scale: int = option(256, "the coarsest scale's longest side is at least this, px", minimum=64, maximum=1024)
     # √2 (256, 384, 512 px) rather than 2: a finer scale remakes the deep layers' texture at its own
     # size, and from a picture √2 coarser it has less to remake, so its few steps go further
-    # (QUALITY.md, third round: the same texture at 512 px in 286 s rather than 329).
+    # (measured when it was chosen: the same texture at 512 px in 286 s rather than 329).
     scale_ratio: float = option(math.sqrt(2), "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
+    # 3: a 1024 px picture starts at 512 px as a 512 px one starts at 256 px; from 256 px its two
+    # last scales (17 and 9 steps) left bubbly cells over its skies (QUALITY.md, "Larger pictures").
+    max_scales: int = option(3, "at most this many scales: a larger picture starts at a finer coarsest scale",
+                             minimum=1, maximum=10)
     content_layer: str = option("block4_conv2", "the VGG layer whose activations carry the photo",
                                 enum=LAYERS, metavar="LAYER")
     style_layers: tuple[tuple[str, float], ...] | None = option(

@@ -28,12 +28,12 @@ def round_up(size: float) -> int:
     return max(SIZE_STEP, -(-int(round(size)) // SIZE_STEP) * SIZE_STEP)
 
 
-def scale_sizes(size: int, min_scale: int, scale_ratio: float) -> list[int]:
+def scale_sizes(size: int, min_scale: int, scale_ratio: float, max_scales: int) -> list[int]:
     """Longest sides of the scales, coarse to fine, px: `size / scale_ratio**k` for k = 0, 1, ...
-    while that is >= `min_scale`, each rounded up to SIZE_STEP. A `size` at or below `min_scale`
-    is a single scale."""
+    while that is >= `min_scale` and k < `max_scales`, each rounded up to SIZE_STEP. A `size` at
+    or below `min_scale` is a single scale."""
     sizes, k = [round_up(size)], 1
-    while round(size / scale_ratio ** k) >= min_scale:
+    while k < max_scales and round(size / scale_ratio ** k) >= min_scale:
         sizes.append(round_up(size / scale_ratio ** k))
         k += 1
     return sorted(set(sizes))
@@ -42,8 +42,8 @@ def scale_sizes(size: int, min_scale: int, scale_ratio: float) -> list[int]:
 def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tuple[int, int], ...]:
     """Working (H, W) of each scale, coarse to fine, for a content image of `content_shape` run
     with `options` (`scale_sizes` where `options.multiscale`, else one scale at `options.size`)."""
-    sizes = (scale_sizes(options.size, options.min_scale, options.scale_ratio) if options.multiscale
-             else [round_up(options.size)])
+    sizes = (scale_sizes(options.size, options.min_scale, options.scale_ratio, options.max_scales)
+             if options.multiscale else [round_up(options.size)])
     return tuple(working_shape(*content_shape[:2], s) for s in sizes)
 
 

@@ -99,6 +99,7 @@ class _Prepared:
             raise ValueError("at least one style image is needed")
         job.options.validate(n_styles=len(job.styles))
         blend = np.asarray(job.options.style_blend or [1.0] * len(job.styles), np.float64)
+        blend = blend / blend.sum()
         content, styles = job.content, list(job.styles)
         if job.options.preserve_color:
             content = color.luminance_rgb(content)
@@ -108,8 +109,8 @@ class _Prepared:
             longest = shapes.round_up(job.options.size)
             if max(content.shape[:2]) > longest:
                 content = image_ops.resize(content, *image_ops.fit_shape(*content.shape[:2], longest))
-            content = color.transfer_colors(content, styles, blend / blend.sum())
-        return cls(job, content, styles, blend / blend.sum())
+            content = color.transfer_colors(content, styles, blend)
+        return cls(job, content, styles, blend)
 
     def finish(self, image: np.ndarray) -> np.ndarray:
         out_shape = image_ops.fit_shape(*self.job.content.shape[:2], self.job.options.size)

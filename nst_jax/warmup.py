@@ -15,7 +15,7 @@ such a style still compiles its feature program (and its Gram operations) on fir
 `styles` warms given images (a server's built-in styles) exactly. Batches of several requests
 are warmed where asked (`max_batch`: each of `batching.batch_sizes`, the sizes a server pads
 its batches to). Options other than the defaults' shapes (`multiscale`, `min_scale`,
-`scale_ratio`, `content_layer`) and L-BFGS are not warmed.
+`scale_ratio`, `max_scales`, `content_layer`) and L-BFGS are not warmed.
 """
 
 from __future__ import annotations
@@ -138,7 +138,9 @@ def warm_family(model: Model, shape: tuple[int, int], options: Options, batch: i
     of the same shape, reporting progress as a server does (previews included); as a batch of
     `batch` such jobs, each reporting (a preview is taken out of the batch per job)."""
     image = noise_image(shape)
-    job = transfer.Job(image, [image], dataclasses.replace(options, steps=1), on_progress=lambda _: None)
+    # the colours of the photo change no program: the transfer's seconds are not worth spending here
+    job = transfer.Job(image, [image], dataclasses.replace(options, steps=1, match_colors=False),
+                       on_progress=lambda _: None)
     transfer.stylize_batch([job] * batch, model)
 
 
@@ -146,7 +148,8 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     """The Gram targets of `styles` (h, w, 3) at every scale of `size`, as a request computes
     them (kept in `gram_cache.style_grams`, so a request with one of them skips that too)."""
     options = dataclasses.replace(options, size=size)
-    for scale, longest in enumerate(shapes.scale_sizes(size, options.min_scale, options.scale_ratio)):
+    sizes = shapes.scale_sizes(size, options.min_scale, options.scale_ratio, options.max_scales)
+    for scale, longest in enumerate(sizes):
         for style in styles:
             transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,
                                    tuple(dict(options.style_layers_at(scale, model.weights.edge_tuned))))

@@ -40,16 +40,17 @@ def model(real_weights_file):
     return nst_jax.load_model(real_weights_file)
 
 
-def test_the_default_recipe_keeps_a_face(model):
+def test_the_default_recipe_keeps_a_face_in_the_paintings_colours(model):
     """A portrait at 160 px: the face's outlines survive (the quality benchmark's layout measure,
-    which does not use the network) while the painting's texture is taken. The recipe before the
-    quality work (content error at block5_conv2, no averaging, a negligible TV term) scored 0.650
-    here; today's defaults 0.792 (QUALITY.md)."""
+    which does not use the network), the picture takes the painting's colours and its texture at
+    the shallow layers. Measured: layout 0.669, palette 0.148, texture 0.006; the recipe before
+    (five style layers, the photo's colours, tv_weight 40) 0.658, 0.382, 0.033."""
     photo = skimage.data.astronaut() / np.float32(255)
     painting = images.read(PAINTING)
     out = nst_jax.stylize(photo, [painting], nst_jax.Options(size=160, steps=100), model=model)
-    assert measures.layout(out, photo) > 0.72
-    assert measures.texture(model, out, photo, painting) < 0.25  # measured 0.053
+    assert measures.layout(out, photo) > 0.6
+    assert measures.palette(out, photo, painting) < 0.3
+    assert measures.texture(model, out, photo, painting) < 0.1
 
 
 def test_cli_stylizes_and_reports_bad_input(real_weights_file, tmp_path):
