@@ -50,7 +50,7 @@ def test_part_of_the_luminance_stays_the_photos_so_a_pale_painting_keeps_a_white
     contrast = {share: color.luminance(out)[rocket].mean() - color.luminance(out)[:8, 16:].mean()
                 for share, out in outs.items()}
     assert contrast[0.5] > 2 * contrast[0.0]  # the painting's colours alone: white on pale beige
-    yiq = {share: out @ color._YIQ.T for share, out in outs.items()}
     unclipped = ((outs[0.5] > 0.01) & (outs[0.5] < 0.99) & (outs[0.0] > 0.01) & (outs[0.0] < 0.99)).all(-1)
     assert unclipped.mean() > 0.5
-    np.testing.assert_allclose(yiq[0.5][unclipped][:, 1:], yiq[0.0][unclipped][:, 1:], atol=1e-5)  # the chroma
+    shift = (outs[0.5] - outs[0.0])[unclipped]
+    np.testing.assert_allclose(shift, np.repeat(shift.mean(-1, keepdims=True), 3, -1), atol=1e-5)  # grey: chroma kept
