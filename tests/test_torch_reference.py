@@ -65,7 +65,7 @@ def test_adam_steps_follow_the_same_trajectory(setup):
     start = 0.1 + 0.8 * gradient_image(*SHAPE, seed=5)
     jax_losses = []
     carry = optim.run_adam(optim.AdamCarry.start(jnp.asarray(start[None])), problem,
-                       jnp.asarray([OPTIONS.lr], jnp.float32), jnp.zeros(1),
+                       jnp.asarray([OPTIONS.lr], jnp.float32), jnp.zeros(1), jnp.ones(1),  # Adam on R, G, B
                        5, lambda done, losses, image, evaluations: jax_losses.append(float(losses[0])) or True)
     result = carry.image  # the iterate: PyTorch's reference does not average
     torch_run.reset(start)
