@@ -24,12 +24,12 @@ def test_a_batch_gives_what_each_job_gives_alone(model):
     for job, out in zip(jobs, together):
         alone = nst_jax.stylize(job.content, job.styles, job.options, model=model)
         # A batch's convolutions round differently. Adam's first steps are nearly lr * sign(gradient),
-        # so where the gradient is ~0 (flat parts of a content-initialised image) a pixel may step
-        # either way: bounded by the steps taken, and rare, so compare on average too.
+        # so where the gradient is ~0 (flat parts of a content-initialised image, or pixels that no
+        # max-pooling window picks) a pixel may step either way: bounded by the steps taken, and
+        # rare (under 1% of the values of the noise-initialised job on one CI machine), so compare
+        # how many differ and on average too.
         np.testing.assert_allclose(out, alone, atol=job.options.steps * job.options.lr)
-        assert np.mean(np.abs(out - alone)) < 1e-3
-    np.testing.assert_allclose(together[1], nst_jax.stylize(jobs[1].content, jobs[1].styles, jobs[1].options,
-                                                            model=model), atol=2e-3)  # noise init: no ~0 gradients
+        assert np.mean(np.abs(out - alone) > 2e-3) < 0.02 and np.mean(np.abs(out - alone)) < 1e-3
     assert np.abs(together[0] - together[1][:30]).max() > 0.05
 
 
