@@ -238,9 +238,10 @@ class Options:
     # size, and from a picture √2 coarser it has less to remake, so its few steps go further
     # (measured when it was chosen: the same texture at 512 px in 286 s rather than 329).
     scale_ratio: float = option(math.sqrt(2), "size ratio of consecutive scales", minimum=1.1, maximum=4.0)
-    # 3: a 1024 px picture starts at 512 px as a 512 px one starts at 256 px; from 256 px its two
-    # last scales (17 and 9 steps) left bubbly cells over its skies (QUALITY.md, "Larger pictures").
-    max_scales: int = option(3, "at most this many scales: a larger picture starts at a finer coarsest scale",
+    # 5: a 1024 px picture starts at 256 px as a 512 px one does, so it is the 512 px picture refined
+    # at 736 and 1024 px: the same layout and strokes, in half the time of starting at 512 px, whose
+    # 100 steps there remade the texture finer than the 512 px picture's (QUALITY.md, "Larger pictures").
+    max_scales: int = option(5, "at most this many scales: a larger picture starts at a finer coarsest scale",
                              minimum=1, maximum=10)
     content_layer: str = option("block4_conv2", "the VGG layer whose activations carry the photo",
                                 enum=LAYERS, metavar="LAYER")

@@ -35,8 +35,11 @@ def test_the_style_image_is_never_upscaled():
 
 
 
-def test_the_default_runs_three_scales_at_any_size_and_the_seed_recipe_halves_from_128_px():
-    default = [shape[1] for shape in shapes.scale_shapes((768, 1024, 3), Options(size=1024))]
-    seed = Options.from_mapping({"recipe": "seed", "size": 1024})
-    assert default == [512, 736, 1024]
-    assert [shape[1] for shape in shapes.scale_shapes((768, 1024, 3), seed)] == [128, 256, 512, 1024]
+def test_the_default_starts_every_picture_up_to_1024_px_at_256_px_and_the_seed_recipe_halves_from_128_px():
+    def widths(options):
+        return [shape[1] for shape in shapes.scale_shapes((768, 1024, 3), options)]
+
+    assert widths(Options(size=512)) == [256, 384, 512]
+    assert widths(Options(size=1024)) == [256, 384, 512, 736, 1024]  # the 512 px picture, refined
+    assert widths(Options(size=2048)) == [512, 736, 1024, 1472, 2048]  # max_scales caps it
+    assert widths(Options.from_mapping({"recipe": "seed", "size": 1024})) == [128, 256, 512, 1024]
