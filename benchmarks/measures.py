@@ -25,6 +25,13 @@ published pictures' scores (the anchors' README), so ours and theirs compare.
   photo, over the same ratio of the painting as a whole. A painting's strokes change colour as
   much as brightness; an embossed relief shades one colour light and dark. ~1 = like the
   painting's strokes; higher = more relief than the painting has.
+* `ripples`: fine ripples where the painting has strokes: the band-pass energy of CIELAB (all
+  three channels) in a fine band (`RIPPLE_BANDS[0]`, features a few px across) over that in a
+  stroke-sized band (`RIPPLE_BANDS[1]`), in the flatter half of the photo, over the same ratio of
+  the painting as a whole, both at `RIPPLE_SIDE`. `relief` counts light and shade only, so a
+  picture whose ripples are painted in colour escapes it; this does not. ~1 = the painting's
+  balance of fine and broad; higher = finer texture than its strokes. A blurred picture scores
+  low too: read it beside `detail`.
 * `dots`: isolated dots, per mille of pixels: luminance more than `DOT_CONTRAST` away from the
   median of its 3x3 neighbourhood (a lone dark or bright pixel or pair of pixels).
 * `noise`: high-frequency noise where the photo is flat: mean absolute difference, in luminance
@@ -49,6 +56,10 @@ PALETTE_SIDE = 128  # px
 PALETTE_DIRECTIONS = 64
 TEXTURE_SIDE = 512  # px
 RELIEF_BAND = (1.0, 4.0)  # px, sigmas of the difference of Gaussians
+RIPPLE_SIDE = 512  # px
+# px at RIPPLE_SIDE, sigmas of the differences of Gaussians: the ripples seen at 1:1 are about 7 px
+# apart, the published pictures' strokes several times wider
+RIPPLE_BANDS = ((0.7, 2.0), (2.0, 6.0))
 DOT_CONTRAST = 0.3  # luminance, in [0, 1]
 
 
@@ -164,6 +175,21 @@ def relief(result: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> float
     result's longest side): shading that the painting does not have."""
     painting = resized(painting, max(result.shape[:2]))
     return shading_ratio(result, flat_half(photo, result.shape[:2])) / shading_ratio(painting)
+
+
+def band_ratio(image: np.ndarray, where: np.ndarray | None = None) -> float:
+    """Band-pass energy of CIELAB in `RIPPLE_BANDS[0]` over that in `RIPPLE_BANDS[1]`, within `where` (H, W)."""
+    lab = rgb_to_lab(np.clip(image, 0, 1))
+    mask = np.ones(image.shape[:2], bool) if where is None else where
+    energy = [sum(np.mean((ndi.gaussian_filter(lab[..., c], fine) - ndi.gaussian_filter(lab[..., c], coarse))[mask] ** 2)
+                  for c in range(3)) for fine, coarse in RIPPLE_BANDS]
+    return float(energy[0] / (energy[1] + 1e-6))
+
+
+def ripples(result: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> float:
+    """`band_ratio` of the result where the photo is flat, over the painting's, both at `RIPPLE_SIDE`."""
+    result = resized(result, RIPPLE_SIDE)
+    return band_ratio(result, flat_half(photo, result.shape[:2])) / band_ratio(resized(painting, RIPPLE_SIDE))
 
 
 def dots(image: np.ndarray) -> float:

@@ -156,7 +156,8 @@ def measure(model, result, photo, painting) -> dict:
             "palette": measures.palette(result, photo, painting),
             "texture": measures.texture(model, result, photo, painting),
             "texture_deep": measures.texture_deep(model, result, photo, painting),
-            "relief": measures.relief(result, photo, painting), "dots": measures.dots(result),
+            "relief": measures.relief(result, photo, painting),
+            "ripples": measures.ripples(result, photo, painting), "dots": measures.dots(result),
             "noise": measures.noise(result, photo)}
 
 
@@ -275,9 +276,9 @@ def checkpoint_at(out: Path, result_path: Path, curve: list[dict], budget: float
     return (checkpoint_path(out, result_path, within[-1]["seconds"]), within[-1]) if within else None
 
 
-COLUMNS = ("layout", "detail", "palette", "texture", "texture_deep", "relief", "dots", "noise")
-TABLE_HEAD = ("| size | pair | recipe | layout | detail | palette | texture | deep texture | relief | dots ‰ | noise % "
-              "| seconds | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+COLUMNS = ("layout", "detail", "palette", "texture", "texture_deep", "relief", "ripples", "dots", "noise")
+TABLE_HEAD = ("| size | pair | recipe | layout | detail | palette | texture | deep texture | relief | ripples | dots ‰ "
+              "| noise % | seconds | peak MB |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
 def figure(value, digits: int = 3) -> str:

@@ -89,6 +89,22 @@ def test_relief_sees_shading_of_one_colour_and_not_colour_strokes():
     assert measures.relief(painting, photo, painting) == pytest.approx(1.0, rel=0.5)
 
 
+def test_ripples_see_fine_ripples_in_any_colour_and_not_broad_strokes():
+    photo, painting = houses(), strokes()
+    rng = np.random.default_rng(3)
+
+    def texture(sigma):  # smooth noise whose features are about `sigma` px wide, in hue and brightness
+        field = ndi.gaussian_filter(rng.normal(size=photo.shape[:2]), sigma)
+        return (0.15 * field / field.std()).astype(np.float32)[..., None] * np.asarray([1.0, -1.0, 0.5], np.float32)
+
+    rippled = np.clip(photo + texture(1.0), 0, 1)
+    broad = np.clip(photo + texture(4.0), 0, 1)
+    assert measures.ripples(rippled, photo, painting) > 2 * measures.ripples(broad, photo, painting)
+    # the relief measure does not see these ripples: they change colour as much as brightness
+    assert measures.relief(rippled, photo, painting) < 2 * measures.relief(broad, photo, painting)
+    assert measures.ripples(painting, photo, painting) == pytest.approx(1.0, rel=0.5)
+
+
 def test_texture_is_one_for_the_photo_and_lower_for_the_painting(model):
     photo, painting = houses(192, 256), strokes(150, 200)
     assert measures.texture(model, photo, photo, painting) == pytest.approx(1.0, rel=1e-4)
