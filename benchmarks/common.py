@@ -87,9 +87,7 @@ class JaxStylizer:
     def __init__(self, model, content: np.ndarray, style: np.ndarray, options: Options = Options()):
         self.model, self.options = model, options
         self.content = jnp.asarray(content[None], jnp.float32)
-        self.lr = jnp.asarray([options.lr], jnp.float32)
-        self.decay = jnp.asarray([options.average_decay], jnp.float32)
-        self.luminance_step = jnp.asarray([options.luminance_step_on(model.weights.edge_tuned)], jnp.float32)
+        self.lr, self.decay, self.luminance_step = optim.adam_settings([options], model.weights.edge_tuned)
         self.problem = problem_of(model, content, style, options)
         self.image = self.content
 

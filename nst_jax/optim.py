@@ -11,7 +11,7 @@ problem (one line search), so each L-BFGS job is a batch of its own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -20,6 +20,7 @@ import numpy as np
 import optax
 import scipy.optimize
 
+from nst_jax.options import Options
 from nst_jax.problem import Problem
 
 # Adam's moment estimates only; the learning rate is applied per image afterwards, so it is a
@@ -55,6 +56,14 @@ def _averaged_image(carry: AdamCarry) -> jax.Array:
     operations each would be a program of its own to build on a cold start)."""
     weight = carry.average_weight[:, None, None, None]
     return jnp.where(weight > 0, carry.average / jnp.maximum(weight, 1e-12), carry.image)
+
+
+def adam_settings(options: Sequence[Options], edge_tuned: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`run_adam`'s per-image settings of the images of `options`: (lr, average_decay,
+    luminance_step), each (N,) float32; the luminance step is `Options.luminance_step_on` a
+    network whose weights are `edge_tuned` or not."""
+    return tuple(jnp.asarray(values, jnp.float32) for values in zip(
+        *((o.lr, o.average_decay, o.luminance_step_on(edge_tuned)) for o in options)))
 
 
 def toward_colour(x: jax.Array, luminance_step: jax.Array) -> jax.Array:

@@ -168,10 +168,7 @@ class _BatchRun:
     def __init__(self, prepared: list[_Prepared], model: Model, clock: schedule.RunClock):
         self.prepared, self.model, self.clock = prepared, model, clock
         self.options = [p.job.options for p in prepared]
-        self.lr = jnp.asarray([o.lr for o in self.options], jnp.float32)  # (N,) Adam's, per job
-        self.decay = jnp.asarray([o.average_decay for o in self.options], jnp.float32)
-        self.luminance_step = jnp.asarray([o.luminance_step_on(model.weights.edge_tuned) for o in self.options],
-                                          jnp.float32)
+        self.lr, self.decay, self.luminance_step = optim.adam_settings(self.options, model.weights.edge_tuned)
         self.losses: np.ndarray | None = None  # (N,) of the latest report
 
     @classmethod

@@ -9,7 +9,7 @@ from conftest import gradient_image
 
 import jax
 from nst_jax import optim, transfer
-from nst_jax.options import Options
+from nst_jax.options import EDGE_TUNED_LUMINANCE_STEP, Options
 from nst_jax.problem import Problem
 
 ONE = jax.numpy.ones(1)  # luminance_step: Adam on R, G, B alike
@@ -120,3 +120,12 @@ def test_lbfgs_stops_where_its_pace_allows_no_more(single_scale):
     optim.run_lbfgs(jax.numpy.asarray(content), problem, 10, lambda done, *_: reports.append(done) or True,
                     lambda steps_left: 1 if steps_left > 7 else 0)
     assert reports == [1, 2, 3]  # after the third, 7 were left: no more
+
+
+def test_adam_settings_are_each_images_options_with_the_networks_luminance_step():
+    lr, decay, luminance_step = optim.adam_settings([Options(lr=0.05), Options(average_decay=0.0, luminance_step=0.5)],
+                                                    edge_tuned=True)
+    np.testing.assert_allclose(lr, [0.05, Options().lr])
+    np.testing.assert_allclose(decay, [Options().average_decay, 0.0])
+    np.testing.assert_allclose(luminance_step, [EDGE_TUNED_LUMINANCE_STEP, 0.5])
+    assert lr.dtype == decay.dtype == luminance_step.dtype == np.float32
