@@ -68,6 +68,8 @@ def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
 def reference_pictures(folder: Path, photo_folder: Path) -> dict[tuple[str, str], Path]:
     """{(photo, painting): picture} of the `<photo>_<painting>.png` files of `folder`: `photo` names
     an image `<photo>.*` of `photo_folder`, `painting` the start of one built-in painting's name."""
+    if not folder.is_dir():
+        raise SystemExit(f"--references {folder}: no such folder")
     found = {}
     for path in sorted(folder.glob("*.png")):
         parts = path.stem.split("_")
@@ -80,6 +82,8 @@ def reference_pictures(folder: Path, photo_folder: Path) -> dict[tuple[str, str]
         else:
             raise SystemExit(f"{path}: its name is not <photo>_<painting>, with a photo in {photo_folder} "
                              f"and the start of one of {', '.join(STYLES)}")
+    if not found:
+        raise SystemExit(f"--references {folder}: no <photo>_<painting>.png pictures in it")
     return found
 
 
