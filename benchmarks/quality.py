@@ -57,8 +57,12 @@ def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
     machine without those packages)."""
     if folder is not None:
         return {name: images.read(folder / f"{name}.png") for name in PHOTOS}
-    import skimage.data
-    import sklearn.datasets
+    try:
+        import skimage.data
+        import sklearn.datasets
+    except ImportError as e:
+        raise SystemExit(f"{e.name.partition('.')[0]} is missing: `scripts/setup.sh bench` installs the packages whose photos "
+                         "the benchmark uses (or --photos DIR: PNGs written by --export-photos)") from None
 
     photos = {"astronaut": skimage.data.astronaut(), "china": sklearn.datasets.load_sample_image("china.jpg"),
               "rocket": skimage.data.rocket(), "coffee": skimage.data.coffee()}

@@ -1,8 +1,11 @@
 """The quality benchmark's published pictures (`--references DIR`): each `<photo>_<painting>.png`
 is paired with its photo and built-in painting, and a folder that gives none is refused clearly
-rather than running without them."""
+rather than running without them; a machine without the packages whose photos it uses is told
+how to get them."""
 
 from __future__ import annotations
+
+import sys
 
 import pytest
 from PIL import Image
@@ -28,3 +31,9 @@ def test_a_folder_without_published_pictures_is_refused(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "golden_gate_starry.png")  # no photo of that name
     with pytest.raises(SystemExit, match="its name is not"):
         quality.reference_pictures(tmp_path, tmp_path)
+
+
+def test_a_machine_without_the_photos_packages_is_told_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as if scikit-learn were not installed
+    with pytest.raises(SystemExit, match="sklearn is missing: `scripts/setup.sh bench`"):
+        quality.content_photos()
