@@ -61,8 +61,8 @@ def content_photos(folder: Path | None = None) -> dict[str, np.ndarray]:
         import skimage.data
         import sklearn.datasets
     except ImportError as e:
-        raise SystemExit(f"{e.name.partition('.')[0]} is missing: `scripts/setup.sh bench` installs the packages whose photos "
-                         "the benchmark uses (or --photos DIR: PNGs written by --export-photos)") from None
+        raise SystemExit(f"{e.name.partition('.')[0]} is missing: `scripts/setup.sh bench` installs the packages "
+                         "whose photos the benchmark uses (or --photos DIR: PNGs written by --export-photos)") from None
 
     photos = {"astronaut": skimage.data.astronaut(), "china": sklearn.datasets.load_sample_image("china.jpg"),
               "rocket": skimage.data.rocket(), "coffee": skimage.data.coffee()}
