@@ -346,9 +346,12 @@ setInterval(() => {
 
 def test_the_bar_moves_with_time_and_says_the_time_left(browser, live_server, pictures, artifacts):
     """A run of several seconds (1000 steps at 128 px within a 15 s time limit): the bar never goes back
-    and ends full; in the second half of the run the "about N s left" estimate is within 25 % of
-    the time that was really left while at least 2 s were (at the very end a tenth of a second,
-    the answer's own encoding and transfer after the last estimate, is already 25 %)."""
+    and ends full; "about N s left" is shown all along, counting down, and never past the time
+    limit. How close the estimate is depends on the machine's speed staying put: on a quiet
+    machine within 5 % of the time really left, but a 2-core machine that another process slows
+    or frees mid-run sways it until the measured step costs catch up (seen once in a whole-suite
+    run: 57 % for a moment), so the estimate itself is tested on a fake clock
+    (tests/test_schedule.py) and here only what the page makes of it."""
     context = browser.new_context(viewport={"width": 1100, "height": 1000})
     context.add_init_script(RECORD_PROGRESS)
     page = context.new_page()
@@ -361,6 +364,7 @@ def test_the_bar_moves_with_time_and_says_the_time_left(browser, live_server, pi
     page.get_by_label("Steps").fill("1000")
     page.get_by_label("Time limit").select_option("15")  # the plan fits 15 s, whatever this machine's speed
     page.evaluate("window.samples = []")
+    clicked = page.evaluate("performance.now() / 1000")
     with page.expect_request("**/stylize") as sent:
         page.get_by_role("button", name="Stylize").click()
     assert sent.value.post_data_json["options"]["max_seconds"] == 15
@@ -377,7 +381,8 @@ def test_the_bar_moves_with_time_and_says_the_time_left(browser, live_server, pi
     running = [(t, left) for t, _, left, text in samples if left is not None and text.startswith("Step")]
     start, end = running[0][0], next(t for t, _, _, text in samples if text == "Done.")
     assert end - start > 3, "the run was too short to judge the estimate"
-    second_half = [(t, left) for t, left in running if t >= (start + end) / 2 and end - t >= 2]
-    assert second_half
-    for t, left in second_half:
-        assert abs(left - (end - t)) <= 0.25 * (end - t), (t - start, left, end - t)
+    # never past the limit (the server's clock starts a little after the click: 2 s of slack)
+    assert all(left <= 15 - (t - clicked) + 2 for t, left in running), running
+    # counting down: the page takes the time off between reports, which may correct it upward
+    steady = [b <= a for (_, a), (_, b) in zip(running, running[1:])]
+    assert sum(steady) >= 0.8 * len(steady) and running[-1][1] < running[0][1] - (end - start) / 2, running
