@@ -161,17 +161,18 @@ def flat_half(photo: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return flatness <= np.median(flatness)
 
 
-def band_pass(channel: np.ndarray, sigmas: tuple[float, float]) -> np.ndarray:
-    """(H, W) difference of Gaussians of `channel` (H, W), blurred by sigmas[0] less by sigmas[1] px."""
-    return ndi.gaussian_filter(channel, sigmas[0]) - ndi.gaussian_filter(channel, sigmas[1])
+def band_energy(lab: np.ndarray, sigmas: tuple[float, float], where: np.ndarray | None = None) -> np.ndarray:
+    """(3,) mean square, within `where` (H, W), of each channel of `lab` (H, W, 3) band-passed by a
+    difference of Gaussians: blurred by sigmas[0] less blurred by sigmas[1] px."""
+    mask = np.ones(lab.shape[:2], bool) if where is None else where
+    return np.asarray([np.mean((ndi.gaussian_filter(lab[..., c], sigmas[0])
+                                - ndi.gaussian_filter(lab[..., c], sigmas[1]))[mask] ** 2) for c in range(3)])
 
 
 def shading_ratio(image: np.ndarray, where: np.ndarray | None = None) -> float:
     """Band-pass energy of CIELAB L* over that of a* and b* together, within `where` (H, W)."""
-    lab = rgb_to_lab(np.clip(image, 0, 1))
-    band = [band_pass(lab[..., c], RELIEF_BAND) for c in range(3)]
-    mask = np.ones(image.shape[:2], bool) if where is None else where
-    return float(np.mean(band[0][mask] ** 2) / (np.mean(band[1][mask] ** 2 + band[2][mask] ** 2) + 1e-6))
+    energy = band_energy(rgb_to_lab(np.clip(image, 0, 1)), RELIEF_BAND, where)
+    return float(energy[0] / (energy[1] + energy[2] + 1e-6))
 
 
 def relief(result: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> float:
@@ -184,9 +185,8 @@ def relief(result: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> float
 def band_ratio(image: np.ndarray, where: np.ndarray | None = None) -> float:
     """Band-pass energy of CIELAB in `RIPPLE_BANDS[0]` over that in `RIPPLE_BANDS[1]`, within `where` (H, W)."""
     lab = rgb_to_lab(np.clip(image, 0, 1))
-    mask = np.ones(image.shape[:2], bool) if where is None else where
-    energy = [sum(np.mean(band_pass(lab[..., c], sigmas)[mask] ** 2) for c in range(3)) for sigmas in RIPPLE_BANDS]
-    return float(energy[0] / (energy[1] + 1e-6))
+    fine, broad = (band_energy(lab, sigmas, where).sum() for sigmas in RIPPLE_BANDS)
+    return float(fine / (broad + 1e-6))
 
 
 def ripples(result: np.ndarray, photo: np.ndarray, painting: np.ndarray) -> float:
