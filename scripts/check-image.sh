@@ -7,7 +7,7 @@
 #
 # Usage: scripts/check-image.sh [--debian-base] [buildah build argument ...]
 #   --debian-base  build FROM a base image made here from Debian bookworm's python3 (debootstrap),
-#                  for a machine that cannot pull the Dockerfile's python:3.11-slim
+#                  for a machine that cannot pull the Dockerfile's python:3.11.10-slim-bookworm
 #   e.g. scripts/check-image.sh --debian-base --build-arg WARMUP=256
 # Needs root, buildah, curl and python3 (and debootstrap for --debian-base). Environment: IMAGE
 # (default localhost/neurastyle:check) and PORT (default 18080: the server runs on this
