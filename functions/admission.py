@@ -58,7 +58,6 @@ class Ticket:
     def __init__(self):
         self.state = "admitted"  # then "waiting", "running", "done"
         self.batch: _Batch | None = None
-        self.index = 0  # in its batch
         self.job = None
         self.key = None
         self.outcome = None  # its job's, once `settled`
@@ -210,8 +209,8 @@ class Admission:
                     self._line.remove(t)
                     members.append(t)
         batch = _Batch(members)
-        for index, t in enumerate(members):
-            t.batch, t.index, t.state = batch, index, "running"
+        for t in members:
+            t.batch, t.state = batch, "running"
         self._running += 1
         self._running_jobs += len(members)
         self._cond.notify_all()  # the members stop waiting

@@ -27,7 +27,8 @@ REQUEST_KEYS = {"content_image", *IMAGE_KEYS, "style_blend", "options", "stream"
 
 @dataclass(frozen=True)
 class StylizeRequest:
-    """What a valid request asks for: images (H, W, 3) uint8 RGB, no larger than the run can use."""
+    """What a valid request asks for: images (H, W, 3) uint8 RGB, uploads no larger than the run
+    can use, built-in paintings as they are."""
 
     content: np.ndarray
     styles: tuple[np.ndarray, ...]
@@ -39,7 +40,9 @@ def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndar
     """Parse and check a request body; `presets` are the built-in styles by name (uint8 RGB).
     Options are checked before any image is decoded, and the images' pixels all together
     against `settings.max_request_pixels`; each is decoded to uint8 and downscaled to what
-    the requested size can use, so a request holds little memory while it waits."""
+    the requested size can use, so a request holds little memory while it waits. A built-in
+    painting is passed as it is: every request shares its pixels, and the warm-up analysed it
+    as it is (a downscaled copy would miss the Gram matrices it cached)."""
     payload = parse_json(body)
     stream = payload.get("stream", False)
     if not isinstance(stream, bool):
@@ -55,7 +58,7 @@ def parse_stylize(body: bytes, settings: Settings, presets: Mapping[str, np.ndar
     return StylizeRequest(
         images.decode_rgb8(content, settings.max_pixels, "content_image", content_side),
         tuple(images.decode_rgb8(s, settings.max_pixels, name, style_side) if isinstance(s, bytes)
-              else images.shrink(s, style_side) for name, s in styles.items()),
+              else s for name, s in styles.items()),
         options, stream)
 
 

@@ -93,7 +93,8 @@ class CompileClock:
 # --- one stylization ------------------------------------------------------------------
 
 class Stop(errors.Cancelled):
-    """Raised between steps to stop a job that ran out of time; answered with `error`."""
+    """Raised between steps to stop a job that ran out of time or that the drain ends; answered
+    with `error`."""
 
     def __init__(self, error: errors.NSTError):
         super().__init__(str(error))

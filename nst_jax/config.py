@@ -76,8 +76,9 @@ class Config:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Config":
-        """The configuration `environ` gives (unset or blank variables: the defaults). Raises
-        OptionsError naming a malformed variable."""
+        """The configuration `environ` gives (unset or blank variables: the defaults, but a blank
+        NEURASTYLE_COMPILATION_CACHE, like `off`, turns the cache off). Raises OptionsError naming
+        a malformed variable."""
         cache = environ.get("NEURASTYLE_COMPILATION_CACHE")
         return cls(
             weights=Path(environ["NEURASTYLE_WEIGHTS"]) if environ.get("NEURASTYLE_WEIGHTS") else None,

@@ -48,15 +48,6 @@ def decode_rgb8(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image",
         return np.asarray(img)
 
 
-def shrink(image: np.ndarray, longest: int) -> np.ndarray:
-    """A uint8 RGB image downscaled with Lanczos so that its longest side is at most `longest`."""
-    if max(image.shape[:2]) <= longest:
-        return image
-    img = Image.fromarray(image)
-    img.thumbnail((longest, longest), Image.LANCZOS)
-    return np.asarray(img)
-
-
 def pixels(data: bytes, max_pixels: int = MAX_PIXELS, name: str = "image") -> int:
     """Width x height that the image's header claims, without decoding it (ImageError as `decode`)."""
     with _decoding(name, max_pixels):

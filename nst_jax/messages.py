@@ -2,8 +2,8 @@
 
 `Progress` is a progress report: the library hands it to `on_progress`; a server sends it as a
 line of a stream (`to_json`), and a client reads it back (`from_json`). `Result` is a
-stylization's answer: the image and what the run did. Each JSON field is a `Wire` in the class's
-`WIRE`: its name, its JSON Schema and the conversions of its value, so that the JSON written,
+stylization's answer: the image and what the run did. Each JSON field is a `Wire` of
+`PROGRESS_WIRE` or `RESULT_WIRE`: its name, its JSON Schema and the conversions of its value, so that the JSON written,
 the JSON read and the schema of the OpenAPI document (`json_schemas`) are the same list. The
 page (web/app.js) reads the fields by these names.
 """
@@ -105,7 +105,7 @@ class Progress:
     step/total count optimizer steps (Adam steps or L-BFGS iterations) over all scales;
     scale is the 0-based index of the current scale of `scales`; shape is its (H, W);
     loss the weighted total loss of the last step; elapsed seconds since the start;
-    preview the current image (H, W, 3) in [0, 1], included now and then, else None;
+    preview the current image (H, W, 3) in [0, 1] (None where a report is made without one);
     evaluations of the loss at this scale so far (Adam: one a step; L-BFGS: its line
     searches may take more; not sent); seconds_left the estimated seconds until the run ends,
     from step costs measured in this process (`nst_jax.schedule`); budget_cut whether the time

@@ -34,6 +34,13 @@ def test_several_styles_and_a_preset():
     assert parse({"content_image": CONTENT, "style_preset": "dots"}).styles[0] is PRESETS["dots"]
 
 
+def test_a_preset_larger_than_the_size_can_use_is_passed_as_it_is():
+    # the warm-up cached its Gram matrices for these very pixels; a downscaled copy would miss them
+    presets = {"wide": np.zeros((300, 500, 3), np.uint8)}
+    payload = {"content_image": CONTENT, "style_preset": "wide", "options": {"size": 64}}
+    assert parse_stylize(json.dumps(payload).encode(), SETTINGS, presets).styles[0] is presets["wide"]
+
+
 @pytest.mark.parametrize("payload, code", [
     ({"style_image": STYLE}, "invalid_request"),
     ({"content_image": CONTENT, "style_image": STYLE, "style_preset": "dots"}, "invalid_request"),
