@@ -24,6 +24,7 @@ from nst_jax.messages import Result, weights_json
 from nst_jax.model import Model, enable_compilation_cache
 from nst_jax.options import Options, options_json_schema
 from nst_jax.transfer import Job, check_time_budget, stylize_batch
+from nst_jax.warmup import COMPILE_PHASES
 
 from functions import http_errors, requestlog
 from functions.admission import Admission, Drain, Late, Refused, Ticket
@@ -37,8 +38,6 @@ PREVIEW_INTERVAL_S = 0.5  # a stream sends a preview at most this often (and wit
 DECODERS = 2  # requests decoding their images at once
 
 log = logging.getLogger("neurastyle")
-COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                  "/jax/core/compile/backend_compile_duration")  # JAX's own timings of tracing, lowering, compiling
 
 
 # --- what a request did, for its log line ------------------------------------------------
@@ -81,7 +80,7 @@ class CompileClock:
     @functools.cache
     def listen(cls) -> None:
         def on_event(event: str, seconds: float, **_) -> None:
-            if event in COMPILE_EVENTS:
+            if event in COMPILE_PHASES:
                 cls._local.seconds = cls.seconds() + seconds
         monitoring.register_event_duration_secs_listener(on_event)
 

@@ -40,8 +40,9 @@ from nst_jax.options import Options
 # Wraps every compilation, whether XLA compiles or the persistent cache supplies the program.
 _COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
-# The steps before it: tracing the Python function to a jaxpr, and lowering that to MLIR.
-_PHASE_EVENTS = {"/jax/core/compile/jaxpr_trace_duration": "trace",
+# The steps before it: tracing the Python function to a jaxpr, and lowering that to MLIR. JAX's
+# own timings of the three, by event name (a server adds them up per request).
+COMPILE_PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
                  "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower", _COMPILE_EVENT: "compile"}
 
 
@@ -74,7 +75,7 @@ class ProgramCount:
 
     def __init__(self):
         self.by_function: dict[str, tuple[int, float]] = {}
-        self.phases = {phase: 0.0 for phase in _PHASE_EVENTS.values()}
+        self.phases = {phase: 0.0 for phase in COMPILE_PHASES.values()}
         self.loaded = 0
         self._lock = threading.Lock()  # events come from every thread that compiles
 
@@ -83,8 +84,8 @@ class ProgramCount:
 
     def on_duration(self, event: str, seconds: float, fun_name: str = "?", **_) -> None:
         with self._lock:
-            if event in _PHASE_EVENTS:
-                self.phases[_PHASE_EVENTS[event]] += seconds
+            if event in COMPILE_PHASES:
+                self.phases[COMPILE_PHASES[event]] += seconds
             if event == _COMPILE_EVENT:
                 name = fun_name.removeprefix("jit(").removesuffix(")")
                 n, total = self.by_function.get(name, (0, 0.0))
