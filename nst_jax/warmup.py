@@ -149,7 +149,8 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     """The Gram targets of `styles` (h, w, 3) at every scale of `size`, as a request computes
     them (kept in `gram_cache.style_grams`, so a request with one of them skips that too)."""
     options = dataclasses.replace(options, size=size)
-    sizes = shapes.scale_sizes(size, options.min_scale, options.scale_ratio, options.max_scales)
+    # the longest side of each scale, whatever the photo's aspect (`shapes.working_shape` fits that side)
+    sizes = [max(shape) for shape in shapes.scale_shapes((size, size), options)]
     for scale, longest in enumerate(sizes):
         for style in styles:
             transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,

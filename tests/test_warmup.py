@@ -87,6 +87,25 @@ def test_a_request_or_a_batch_at_a_warmed_size_compiles_nothing(monkeypatch):
     assert count.total() == 0, f"built after warmup: {count.by_function}"
 
 
+@pytest.mark.slow
+def test_the_styles_warmed_serve_a_request_of_that_size(model, monkeypatch):
+    """`warm_styles` analyses a style at every scale a request computes, so the request analyses
+    nothing more; with one scale (multiscale off), that scale only."""
+    from nst_jax import gram_cache
+    warmed = gram_cache.GramCache()
+    monkeypatch.setattr(gram_cache, "style_grams", warmed)
+    style = gradient_image(300, 200, seed=2)  # larger than the scales: analysed at each one's size
+    options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=1)
+    warmup.warm_styles(model, [style], 128, options)
+    analysed = len(warmed._items)
+    transfer.stylize(gradient_image(50, 70, seed=1), [style], options, model=model, on_progress=lambda _: None)
+    assert analysed == 2 and len(warmed._items) == analysed
+    single = gram_cache.GramCache()
+    monkeypatch.setattr(gram_cache, "style_grams", single)
+    warmup.warm_styles(model, [style], 128, dataclasses.replace(options, multiscale=False))
+    assert len(single._items) == 1
+
+
 def test_sizes_from_the_environment():
     limits = Limits(max_size=1024)
     assert parse_sizes("256, 512,256", limits) == (256, 512) and parse_sizes("", limits) == ()
