@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import math
 import sys
 from pathlib import Path
 
 from nst_jax import shapes
 from nst_jax.errors import NSTError
-from nst_jax.options import RECIPE_HELP, RECIPES, SPECS, Options, Spec
+from nst_jax.options import RECIPE_HELP, RECIPES, SPEC_BY_NAME, SPECS, Options, Spec
 from nst_jax.weights import FETCHABLE
 
 
@@ -124,10 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_options(args: argparse.Namespace) -> dict:
+    """The options given on the command line of parsed `stylize` arguments, by name (argparse
+    leaves out those not given)."""
+    return {name: value for name, value in vars(args).items() if name in SPEC_BY_NAME}
+
+
 def stylize_options(args: argparse.Namespace) -> Options:
     """The validated `Options` of parsed `stylize` arguments: the recipe, overridden by the options given."""
-    values = {spec.name: vars(args)[spec.name] for spec in SPECS if spec.name in vars(args)}
-    return Options.from_mapping({"recipe": args.recipe, **values}, n_styles=len(args.styles))
+    return Options.from_mapping({"recipe": args.recipe, **given_options(args)}, n_styles=len(args.styles))
 
 
 @contextlib.contextmanager
@@ -175,8 +179,7 @@ def run_remote(args) -> None:
 
     if args.weights:
         raise NSTError("--weights is for local runs; the server uses its own")
-    fields = {f.name for f in dataclasses.fields(Options)}
-    options = {k: v for k, v in vars(args).items() if k in fields}
+    options = given_options(args)
     if args.recipe != "default":
         options["recipe"] = args.recipe
     images.check_writable(args.output)
