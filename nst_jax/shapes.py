@@ -39,12 +39,18 @@ def scale_sizes(size: int, min_scale: int, scale_ratio: float, max_scales: int) 
     return sorted(set(sizes))
 
 
+def scale_sides(options: Options) -> list[int]:
+    """Longest side, px, of each scale of a run with `options`, coarse to fine, whatever the photo's
+    aspect: `scale_sizes` where `options.multiscale`, else one scale at `options.size`."""
+    if not options.multiscale:
+        return [round_up(options.size)]
+    return scale_sizes(options.size, options.min_scale, options.scale_ratio, options.max_scales)
+
+
 def scale_shapes(content_shape: tuple[int, ...], options: Options) -> tuple[tuple[int, int], ...]:
     """Working (H, W) of each scale, coarse to fine, for a content image of `content_shape` run
-    with `options` (`scale_sizes` where `options.multiscale`, else one scale at `options.size`)."""
-    sizes = (scale_sizes(options.size, options.min_scale, options.scale_ratio, options.max_scales)
-             if options.multiscale else [round_up(options.size)])
-    return tuple(working_shape(*content_shape[:2], s) for s in sizes)
+    with `options` (`scale_sides`)."""
+    return tuple(working_shape(*content_shape[:2], s) for s in scale_sides(options))
 
 
 def parse_aspect(text: str) -> tuple[int, int]:

@@ -149,9 +149,7 @@ def warm_styles(model: Model, styles: Sequence[np.ndarray], size: int, options: 
     """The Gram targets of `styles` (h, w, 3) at every scale of `size`, as a request computes
     them (kept in `gram_cache.style_grams`, so a request with one of them skips that too)."""
     options = dataclasses.replace(options, size=size)
-    # the longest side of each scale, whatever the photo's aspect (`shapes.working_shape` fits that side)
-    sizes = [max(shape) for shape in shapes.scale_shapes((size, size), options)]
-    for scale, longest in enumerate(sizes):
+    for scale, longest in enumerate(shapes.scale_sides(options)):
         for style in styles:
             transfer.style_targets(model, [style], np.ones(1), longest, options.style_scale,
                                    tuple(dict(options.style_layers_at(scale, model.weights.edge_tuned))))
