@@ -20,9 +20,8 @@ if TYPE_CHECKING:
 def batch_key(job: Job) -> tuple | None:
     """Jobs with equal keys can run together in one batch: Adam jobs of the same shapes at every
     scale, content and style layers (what a compiled program depends on), and steps and time budget
-    (a batch runs on one clock). None for a job
-    that runs alone: L-BFGS would share one line search across a batch, and a result must not
-    depend on what it was batched with."""
+    (a batch runs on one clock). None for a job that runs alone: L-BFGS would share one line
+    search across a batch, and a result must not depend on what it was batched with."""
     o = job.options
     if o.optimizer != "adam":
         return None

@@ -23,6 +23,10 @@ class GramCache:
         self._capacity = capacity
         self._lock = threading.Lock()
 
+    def __len__(self) -> int:
+        """How many analyses (a style at a size and layers) it holds."""
+        return len(self._items)
+
     def get(self, model: Model, style: np.ndarray, longest: int, layers: tuple[str, ...]) -> dict[str, jax.Array]:
         """{layer: (1, C, C)} of `layers` of `style` (h, w, 3) resized to longest side `longest`."""
         # The model itself, not id(model): an id can be reused by a later object.

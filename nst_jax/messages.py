@@ -3,9 +3,9 @@
 `Progress` is a progress report: the library hands it to `on_progress`; a server sends it as a
 line of a stream (`to_json`), and a client reads it back (`from_json`). `Result` is a
 stylization's answer: the image and what the run did. Each JSON field is a `Wire` of
-`PROGRESS_WIRE` or `RESULT_WIRE`: its name, its JSON Schema and the conversions of its value, so that the JSON written,
-the JSON read and the schema of the OpenAPI document (`json_schemas`) are the same list. The
-page (web/app.js) reads the fields by these names.
+`PROGRESS_WIRE` or `RESULT_WIRE`: its name, its JSON Schema and the conversions of its value,
+so that the JSON written, the JSON read and the schema of the OpenAPI document (`json_schemas`)
+are the same list. The page (web/app.js) reads the fields by these names.
 """
 
 from __future__ import annotations

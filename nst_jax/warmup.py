@@ -43,7 +43,7 @@ _CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 # The steps before it: tracing the Python function to a jaxpr, and lowering that to MLIR. JAX's
 # own timings of the three, by event name (a server adds them up per request).
 COMPILE_PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace",
-                 "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower", _COMPILE_EVENT: "compile"}
+                  "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower", _COMPILE_EVENT: "compile"}
 
 
 @dataclass(frozen=True)

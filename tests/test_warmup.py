@@ -97,13 +97,13 @@ def test_the_styles_warmed_serve_a_request_of_that_size(model, monkeypatch):
     style = gradient_image(300, 200, seed=2)  # larger than the scales: analysed at each one's size
     options = Options(size=128, min_scale=64, scale_ratio=2.0, steps=1)
     warmup.warm_styles(model, [style], 128, options)
-    analysed = len(warmed._items)
+    analysed = len(warmed)
     transfer.stylize(gradient_image(50, 70, seed=1), [style], options, model=model, on_progress=lambda _: None)
-    assert analysed == 2 and len(warmed._items) == analysed
+    assert analysed == 2 and len(warmed) == analysed
     single = gram_cache.GramCache()
     monkeypatch.setattr(gram_cache, "style_grams", single)
     warmup.warm_styles(model, [style], 128, dataclasses.replace(options, multiscale=False))
-    assert len(single._items) == 1
+    assert len(single) == 1
 
 
 def test_sizes_from_the_environment():
