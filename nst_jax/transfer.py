@@ -3,8 +3,8 @@
 `stylize` runs one job; `stylize_batch` runs jobs of one `nst_jax.batching.batch_key` together as
 one batch on the device. The pieces: `nst_jax.shapes` (the scales and their bucketed shapes),
 `nst_jax.schedule` (the run's clock: steps per scale, their time, the budget), `nst_jax.problem`
-(the loss), `nst_jax.losses` (its terms), `nst_jax.optim` (the optimisers), `nst_jax.gram_cache`
-(the styles' Gram matrices, kept).
+(the loss), `nst_jax.losses` (its terms), `nst_jax.optim` (the optimisers), `nst_jax.strokes`
+(the picture between scales), `nst_jax.gram_cache` (the styles' Gram matrices, kept).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import batching, color, gram_cache, optim, problem, schedule, shapes
+from nst_jax import batching, color, gram_cache, optim, problem, schedule, shapes, strokes
 from nst_jax import images as image_ops
 from nst_jax.errors import OptionsError
 from nst_jax.messages import Progress
@@ -169,6 +169,7 @@ class _BatchRun:
         self.prepared, self.model, self.clock = prepared, model, clock
         self.options = [p.job.options for p in prepared]
         self.lr, self.decay, self.luminance_step = optim.adam_settings(self.options, model.weights.edge_tuned)
+        self.contour_smoothing = [o.contour_smoothing_on(model.weights.edge_tuned) for o in self.options]
         self.losses: np.ndarray | None = None  # (N,) of the latest report
 
     @classmethod
@@ -198,7 +199,7 @@ class _BatchRun:
         if image is None:
             image = _first_image(self.prepared, contents)
         else:
-            image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in image])
+            image = np.stack([image_ops.resize(np.asarray(im), *shape) for im in self.along_contours(image)])
         image, steps = jnp.asarray(image, jnp.float32), self.clock.plan.steps[index]
         if self.options[0].optimizer == "lbfgs":
             return optim.run_lbfgs(image, objective, steps, self.report, self.clock.steps_now), None
@@ -206,6 +207,16 @@ class _BatchRun:
         carry = optim.run_adam(carry, objective, self.lr, self.decay, self.luminance_step, steps, self.report,
                                self.clock.steps_now)
         return carry.result(), carry
+
+    def along_contours(self, image: jax.Array) -> jax.Array:
+        """The picture (N, H, W, 3) one scale hands to the next, smoothed along its contours where
+        the photo is flat (`strokes.along_contours`), by each job's `contour_smoothing`."""
+        longest = max(self.contour_smoothing)
+        if longest == 0:
+            return image
+        photos = np.stack([image_ops.resize(p.content, *image.shape[1:3]) for p in self.prepared])
+        return strokes.along_contours(image, photos, jnp.asarray(self.contour_smoothing, jnp.float32),
+                                      steps=math.ceil(longest))
 
     def report(self, done: int, losses: np.ndarray, current: jax.Array, evaluations: int) -> bool:
         """The optimisers' `optim.Report`: each job's progress after `done` steps of this scale."""
