@@ -17,11 +17,13 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from nst_jax import color
+from nst_jax.layers import NHWC
+
 GRADIENT_SIGMA = 1.0  # px: the picture's blur before its gradient
 TENSOR_SIGMA = 4.0  # px: how far the contours' direction is averaged
 EDGE_SIGMA = 2.0  # px: the blur of the photo's edge strength
 FLAT_QUANTILE = 0.6  # photo edges at least this strong (its quantile) keep the picture as it is
-LUMA = (0.299, 0.587, 0.114)  # Rec. 601
 
 
 def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
@@ -34,7 +36,7 @@ def gaussian_blur(x: jax.Array, sigma: float) -> jax.Array:
     x = jnp.pad(x, ((0, 0), (radius, radius), (radius, radius), (0, 0)), mode="symmetric")
     for kernel in (taps[:, None], taps[None, :]):  # down, then across
         x = jax.lax.conv_general_dilated(x, jnp.tile(kernel[:, :, None, None], (1, 1, 1, channels)), (1, 1), "VALID",
-                                         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=channels)
+                                         dimension_numbers=NHWC, feature_group_count=channels)
     return x
 
 
@@ -60,8 +62,8 @@ def contour_flow(image: jax.Array) -> jax.Array:
 
 def flatness(photo: jax.Array) -> jax.Array:
     """(N, H, W, 1) in [0, 1]: 1 where `photo` (N, H, W, 3) has no edges, falling linearly to 0
-    at its FLAT_QUANTILE of edge strength (Sobel magnitude of its luma, blurred EDGE_SIGMA px)."""
-    gx, gy = sobel(photo @ jnp.asarray(LUMA, photo.dtype)[:, None])
+    at its FLAT_QUANTILE of edge strength (Sobel magnitude of its luminance, blurred EDGE_SIGMA px)."""
+    gx, gy = sobel(color.luminance(photo)[..., None])
     strength = gaussian_blur(jnp.hypot(gx, gy), EDGE_SIGMA)
     knee = jnp.quantile(strength.reshape(strength.shape[0], -1), FLAT_QUANTILE, axis=1)[:, None, None, None]
     return 1 - jnp.clip(strength / jnp.maximum(knee, 1e-6), 0, 1)
@@ -73,6 +75,29 @@ def _sample(image: jax.Array, rows: jax.Array, cols: jax.Array) -> jax.Array:
                     in_axes=-1, out_axes=-1)(image)
 
 
+def _streamline(picture: jax.Array, flow: jax.Array, sign: float, length: jax.Array, steps: int
+                ) -> tuple[jax.Array, jax.Array]:
+    """Along the streamline of `flow` (H, W, 2) through each pixel of `picture` (H, W, C), `steps`
+    1 px steps in direction `sign` (+1 or -1): the sum of the picture there weighted
+    exp(-k^2 / (2 (length/2)^2)) at k px (k <= `length`), and the sum of the weights (a scalar)."""
+    height, width = picture.shape[:2]
+    sigma = jnp.maximum(length, 1e-6) / 2
+
+    def step(k, state):
+        rows, cols, dx, dy, total, weight = state
+        v = _sample(flow, rows, cols)
+        agree = jnp.where(v[..., 0] * dx + v[..., 1] * dy < 0, -1.0, 1.0)  # a direction has no sign: keep going
+        dx, dy = agree * v[..., 0], agree * v[..., 1]
+        rows, cols = jnp.clip(rows + dy, 0, height - 1), jnp.clip(cols + dx, 0, width - 1)
+        w = jnp.where(k <= length, jnp.exp(-0.5 * (k / sigma) ** 2), 0.0)
+        return rows, cols, dx, dy, total + w * _sample(picture, rows, cols), weight + w
+
+    rows, cols = jnp.meshgrid(jnp.arange(height, dtype=picture.dtype), jnp.arange(width, dtype=picture.dtype),
+                              indexing="ij")
+    start = (rows, cols, sign * flow[..., 0], sign * flow[..., 1], jnp.zeros_like(picture), jnp.zeros(()))
+    return jax.lax.fori_loop(1, steps + 1, step, start)[4:]
+
+
 @functools.partial(jax.jit, static_argnames="steps")
 def along_contours(image: jax.Array, photo: jax.Array, lengths: jax.Array, steps: int) -> jax.Array:
     """`image` (N, H, W, 3) smoothed along its contours where `photo` (N, H, W, 3) is flat.
@@ -82,29 +107,10 @@ def along_contours(image: jax.Array, photo: jax.Array, lengths: jax.Array, steps
     at k px for an image whose length L is `lengths` (N,) px (0: the picture as it is); then
     mixed with the picture by `flatness`. Pixel values stay within those of the picture.
     """
-    flow = contour_flow(image)
-    height, width = image.shape[1:3]
-    rows, cols = jnp.meshgrid(jnp.arange(height, dtype=image.dtype), jnp.arange(width, dtype=image.dtype),
-                              indexing="ij")
-    sigma = jnp.maximum(lengths, 1e-6)[:, None, None, None] / 2
-
-    def streamline(picture, field, sign, sigma, length):
-        def step(k, state):
-            r, c, dx, dy, total, weight = state
-            v = _sample(field, r, c)
-            agree = jnp.where(v[..., 0] * dx + v[..., 1] * dy < 0, -1.0, 1.0)  # keep going the same way
-            dx, dy = agree * v[..., 0], agree * v[..., 1]
-            r, c = jnp.clip(r + dy, 0, height - 1), jnp.clip(c + dx, 0, width - 1)
-            w = jnp.where(k <= length, jnp.exp(-0.5 * (k / sigma) ** 2), 0.0)
-            return r, c, dx, dy, total + w * _sample(picture, r, c), weight + w
-        start = (rows, cols, sign * field[..., 0], sign * field[..., 1], jnp.zeros_like(picture), jnp.zeros(()))
-        return jax.lax.fori_loop(1, steps + 1, step, start)[4:]
-
-    def smooth(picture, field, sigma, length):
-        forward, w_forward = streamline(picture, field, 1.0, sigma, length)
-        backward, w_backward = streamline(picture, field, -1.0, sigma, length)
+    def smooth(picture, flow, length):
+        forward, w_forward = _streamline(picture, flow, 1.0, length, steps)
+        backward, w_backward = _streamline(picture, flow, -1.0, length, steps)
         return (picture + forward + backward) / (1 + w_forward + w_backward)
 
-    smoothed = jax.vmap(smooth)(image, flow, sigma[:, 0, 0, 0], lengths)
     mix = flatness(photo)
-    return mix * smoothed + (1 - mix) * image
+    return mix * jax.vmap(smooth)(image, contour_flow(image), lengths) + (1 - mix) * image

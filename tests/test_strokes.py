@@ -62,13 +62,14 @@ def test_where_the_photo_has_edges_the_picture_stays_and_a_zero_length_changes_n
     photo = np.zeros((1, 48, 64, 3), np.float32)
     photo[:, :, 32:] = 1.0  # one edge, down the middle
     weight = np.asarray(strokes.flatness(jnp.asarray(photo)))[0, ..., 0]
-    assert weight[:, 30:34].max() == 0.0 and weight[:, :20].min() == 1.0 and weight[:, 44:].min() == 1.0
+    # different float computations on different CPUs: within a tolerance
+    assert weight[:, 30:34].max() < 1e-6 and weight[:, :20].min() > 1 - 1e-6 and weight[:, 44:].min() > 1 - 1e-6
     noisy = np.random.default_rng(2).random((2, 48, 64, 3), np.float32)
     out = np.asarray(strokes.along_contours(jnp.asarray(noisy), jnp.asarray(np.concatenate([photo, photo])),
                                             jnp.asarray([8.0, 0.0]), steps=8))
-    np.testing.assert_array_equal(out[0][:, 30:34], noisy[0][:, 30:34])
+    np.testing.assert_allclose(out[0][:, 30:34], noisy[0][:, 30:34], atol=1e-6)
     assert np.abs(out[0][:, :16] - noisy[0][:, :16]).mean() > 0.05
-    np.testing.assert_array_equal(out[1], noisy[1])  # its own length in the batch: 0
+    np.testing.assert_allclose(out[1], noisy[1], atol=1e-6)  # its own length in the batch: 0
 
 
 def test_the_contour_smoothing_follows_the_weights(model, monkeypatch):
@@ -88,6 +89,7 @@ def test_the_contour_smoothing_follows_the_weights(model, monkeypatch):
                        (edge_tuned, {"multiscale": False}), (edge_tuned, {"contour_smoothing": 0.0})):
         nst_jax.stylize(content, [style], dataclasses.replace(two_scales, **given), model=net)
     coarsest = shapes.scale_shapes(content.shape, two_scales)[0]  # the picture handed to the finer scale
-    assert seen == [(coarsest, [EDGE_TUNED_CONTOUR_SMOOTHING]), (coarsest, [3.0])]
+    assert [shape for shape, _ in seen] == [coarsest, coarsest]
+    assert [length for _, (length,) in seen] == pytest.approx([EDGE_TUNED_CONTOUR_SMOOTHING, 3.0])
     seed = Options.from_mapping({"recipe": "seed"})
     assert seed.contour_smoothing_on(edge_tuned=True) == 0.0 == RECIPES["seed"]["contour_smoothing"]
