@@ -1,6 +1,6 @@
-"""The user's documents say what the code does: README's and DEPLOY.md's tables of errors list
-every error code with its status, and DEPLOY.md's tables of environment variables every variable
-the server reads, nothing more."""
+"""The user's documents say what the code does: DEPLOY.md's table of errors lists every error code
+with its status, and its tables of environment variables every variable the server reads, nothing
+more."""
 
 from __future__ import annotations
 
@@ -34,8 +34,7 @@ def documented_errors(path) -> dict[str, int]:
     return found
 
 
-def test_the_tables_of_errors_list_every_code_with_its_status():
-    assert documented_errors("README.md") == http_errors.STATUS
+def test_the_table_of_errors_lists_every_code_with_its_status():
     assert documented_errors("DEPLOY.md") == http_errors.STATUS
 
 
