@@ -13,6 +13,7 @@ Arrays are float32 (N, H, W, C); lengths and distances are in pixels of the arra
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -98,13 +99,21 @@ def _streamline(picture: jax.Array, flow: jax.Array, sign: float, length: jax.Ar
     return jax.lax.fori_loop(1, steps + 1, step, start)[4:]
 
 
+def streamline_steps(length: float) -> int:
+    """The 1 px steps a streamline of `length` px takes, rounded up to a power of two. The count
+    is part of the compiled program: rounded, requests with nearby lengths share one program
+    (the steps past a picture's own length weigh nothing) instead of compiling their own."""
+    return 1 << max(0, math.ceil(length) - 1).bit_length()
+
+
 @functools.partial(jax.jit, static_argnames="steps")
 def along_contours(image: jax.Array, photo: jax.Array, lengths: jax.Array, steps: int) -> jax.Array:
     """`image` (N, H, W, 3) smoothed along its contours where `photo` (N, H, W, 3) is flat.
 
     Each pixel becomes the Gaussian-weighted mean of the picture along the streamline of
-    `contour_flow` through it, `steps` 1 px steps either way, weighted exp(-k^2 / (2 (L/2)^2))
-    at k px for an image whose length L is `lengths` (N,) px (0: the picture as it is); then
+    `contour_flow` through it, `steps` 1 px steps either way (`streamline_steps`), weighted
+    exp(-k^2 / (2 (L/2)^2)) at k px for an image whose length L is `lengths` (N,) px (0: the
+    picture as it is); then
     mixed with the picture by `flatness`. Pixel values stay within those of the picture.
     """
     def smooth(picture, flow, length):

@@ -216,7 +216,7 @@ class _BatchRun:
             return image
         photos = np.stack([image_ops.resize(p.content, *image.shape[1:3]) for p in self.prepared])
         return strokes.along_contours(image, photos, jnp.asarray(self.contour_smoothing, jnp.float32),
-                                      steps=math.ceil(longest))
+                                      steps=strokes.streamline_steps(longest))
 
     def report(self, done: int, losses: np.ndarray, current: jax.Array, evaluations: int) -> bool:
         """The optimisers' `optim.Report`: each job's progress after `done` steps of this scale."""

@@ -93,3 +93,15 @@ def test_the_contour_smoothing_follows_the_weights(model, monkeypatch):
     assert [length for _, (length,) in seen] == pytest.approx([EDGE_TUNED_CONTOUR_SMOOTHING, 3.0])
     seed = Options.from_mapping({"recipe": "seed"})
     assert seed.contour_smoothing_on(edge_tuned=True) == 0.0 == RECIPES["seed"]["contour_smoothing"]
+
+
+def test_lengths_share_a_compiled_step_count_and_the_steps_past_a_length_weigh_nothing():
+    assert [strokes.streamline_steps(v) for v in (0.5, 1, 2, 3, 5, 7.5, 8, 8.5, 16, 64)] == \
+        [1, 1, 2, 4, 8, 8, 8, 16, 16, 64]
+    noisy = jnp.asarray(np.random.default_rng(3).random((1, 40, 48, 3), np.float32))
+    lengths = jnp.asarray([5.0])
+    exact = np.asarray(strokes.along_contours(noisy, jnp.asarray(FLAT[:, :40, :48]), lengths, steps=5))
+    rounded = np.asarray(strokes.along_contours(noisy, jnp.asarray(FLAT[:, :40, :48]), lengths,
+                                                steps=strokes.streamline_steps(5.0)))
+    np.testing.assert_allclose(rounded, exact, atol=1e-6)  # two programs: within a tolerance
+    assert np.abs(exact - np.asarray(noisy)).mean() > 0.05  # and it did smooth
