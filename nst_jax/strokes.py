@@ -112,8 +112,8 @@ def along_contours(image: jax.Array, photo: jax.Array, lengths: jax.Array, steps
 
     Each pixel becomes the Gaussian-weighted mean of the picture along the streamline of
     `contour_flow` through it, `steps` 1 px steps either way (`streamline_steps`), weighted
-    exp(-k^2 / (2 (L/2)^2)) at k px for an image whose length L is `lengths` (N,) px (0: the
-    picture as it is); then
+    exp(-k^2 / (2 (L/2)^2)) at k <= L px for an image whose length L is `lengths` (N,) px (0: the
+    picture as it is; steps past L weigh nothing, so any `steps` >= L gives the same picture); then
     mixed with the picture by `flatness`. Pixel values stay within those of the picture.
     """
     def smooth(picture, flow, length):
