@@ -24,8 +24,8 @@ MAX_WEIGHT = 1e12  # of a loss term or a style layer: beyond, float32 losses ove
 # Named sets of option values; explicit options override them. "thorough": the default with 300
 # steps at every scale (about five times its time). "seed": plain Gatys et al. (content error at
 # block5_conv2, the five style layers, noise init, the photo's colours untouched, halving scales
-# from 128 px, the last iterate, Adam on R, G, B alike, no smoothing between scales, a total variation
-# weight too small to matter).
+# from 128 px, the last iterate, Adam on R, G, B alike, no smoothing between scales, no brushwork, a
+# total variation weight too small to matter).
 RECIPE_HELP = "a named set of the option values; the options given override it"
 RECIPES = {
     "default": {},
@@ -33,7 +33,8 @@ RECIPES = {
     "seed": {"content_layer": "block5_conv2", "style_layers": {f"block{i}_conv1": 1.0 for i in range(1, 6)},
              "init": "noise", "match_colors": False, "min_scale": 128, "scale_ratio": 2.0,
              "max_scales": 10, "average_decay": 0.0, "luminance_step": 1.0, "contour_smoothing": 0.0,
-             "content_weight": 1.0, "fine_content_weight": None, "tv_weight": 0.01, "steps": 300, "step_ratio": 1.0},
+             "brushwork": 0.0, "content_weight": 1.0, "fine_content_weight": None, "tv_weight": 0.01, "steps": 300,
+             "step_ratio": 1.0},
 }
 
 
@@ -180,6 +181,11 @@ EDGE_TUNED_LUMINANCE_STEP = 0.3
 # between scales, where the photo is flat, they are drawn out into longer strokes (`nst_jax.strokes`).
 EDGE_TUNED_CONTOUR_SMOOTHING = 8.0
 
+# Even drawn out, the ripples are the network's form of the painting's detail, not the painting's:
+# where the photo is flat, the finished picture's fine detail is replaced by the painting's own
+# brush strokes (`nst_jax.brushwork`).
+EDGE_TUNED_BRUSHWORK = 1.0
+
 
 def network_style_layers(edge_tuned: bool) -> tuple[tuple[str, float], ...]:
     """The style layers of a network whose `style_layers` are not given: `EDGE_TUNED_STYLE_LAYERS`
@@ -227,6 +233,10 @@ class Options:
         None, "between scales, the picture smoothed along its own contours where the photo is flat, over this "
               "many px either way, so that the texture's ripples become strokes (0: not; none: the network's, 0 "
               "for ImageNet weights, 8 for the edge-tuned fallback)", minimum=0, maximum=64, nullable=True)
+    brushwork: float | None = option(
+        None, "where the photo is flat, the finished picture's fine detail replaced by the painting's own brush "
+              "strokes, this many times as strong as they are in the painting (0: not; none: the network's, 0 for "
+              "ImageNet weights, 1 for the edge-tuned fallback)", minimum=0, maximum=4, nullable=True)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
     seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
                        minimum=0, maximum=2**32 - 1)
@@ -319,6 +329,13 @@ class Options:
         if self.contour_smoothing is not None:
             return self.contour_smoothing
         return EDGE_TUNED_CONTOUR_SMOOTHING if edge_tuned else 0.0
+
+    def brushwork_on(self, edge_tuned: bool) -> float:
+        """`brushwork`, or where none is given the network's: `EDGE_TUNED_BRUSHWORK` on the
+        edge-tuned fallback, 0 on ImageNet weights."""
+        if self.brushwork is not None:
+            return self.brushwork
+        return EDGE_TUNED_BRUSHWORK if edge_tuned else 0.0
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":

@@ -61,6 +61,7 @@ def contour_flow(image: jax.Array) -> jax.Array:
     return jnp.stack([jnp.cos(along), jnp.sin(along)], -1)
 
 
+@jax.jit  # one program per shape: `nst_jax.brushwork` calls it outside `along_contours` too
 def flatness(photo: jax.Array) -> jax.Array:
     """(N, H, W, 1) in [0, 1]: 1 where `photo` (N, H, W, 3) has no edges, falling linearly to 0
     at its FLAT_QUANTILE of edge strength (Sobel magnitude of its luminance, blurred EDGE_SIGMA px)."""

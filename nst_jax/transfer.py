@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nst_jax import batching, color, gram_cache, optim, problem, schedule, shapes, strokes
+from nst_jax import batching, brushwork, color, gram_cache, optim, problem, schedule, shapes, strokes
 from nst_jax import images as image_ops
 from nst_jax.errors import OptionsError
 from nst_jax.messages import Progress
@@ -112,6 +112,19 @@ class _Prepared:
             content = color.transfer_colors(content, styles, blend)
         return cls(job, content, styles, blend)
 
+    def with_brushwork(self, image: np.ndarray, strength: float) -> np.ndarray:
+        """`image` (H, W, 3), the finished picture at its working shape, with the paintings' brush
+        strokes where the photo is flat (`brushwork.copy_brushwork`), `strength` times as strong
+        as in the painting, each painting at the size it was stylized against."""
+        if strength == 0:
+            return image
+        longest, style_scale = max(image.shape[:2]), self.job.options.style_scale
+        paintings = [image_ops.resize(s, *shapes.working_shape(*s.shape[:2], shapes.style_longest(s.shape, longest,
+                                                                                                  style_scale)))
+                     for s in self.styles]
+        return brushwork.copy_brushwork(image, image_ops.resize(self.content, *image.shape[:2]), paintings, self.blend,
+                                        strength)
+
     def finish(self, image: np.ndarray) -> np.ndarray:
         out_shape = image_ops.fit_shape(*self.job.content.shape[:2], self.job.options.size)
         result = image_ops.resize(np.asarray(image, np.float32), *out_shape)
@@ -170,6 +183,7 @@ class _BatchRun:
         self.options = [p.job.options for p in prepared]
         self.lr, self.decay, self.luminance_step = optim.adam_settings(self.options, model.weights.edge_tuned)
         self.contour_smoothing = [o.contour_smoothing_on(model.weights.edge_tuned) for o in self.options]
+        self.brushwork = [o.brushwork_on(model.weights.edge_tuned) for o in self.options]
         self.losses: np.ndarray | None = None  # (N,) of the latest report
 
     @classmethod
@@ -239,9 +253,9 @@ class _BatchRun:
                 step=total, total=total, scale=last, scales=len(self.clock.recipe.shapes),
                 shape=self.clock.recipe.shapes[last], loss=math.nan if self.losses is None else float(self.losses[i]),
                 elapsed=now - self.clock.start, preview=np.asarray(image[i]), seconds_left=0.0, budget_cut=True))
-        for p, im in zip(self.prepared, np.asarray(image)):
+        for p, im, strength in zip(self.prepared, np.asarray(image), self.brushwork):
             if p.outcome is None:
-                p.outcome = p.finish(im)
+                p.outcome = p.finish(p.with_brushwork(im, strength))
         return [p.outcome for p in self.prepared]
 
     def _emit(self, progress: Callable[[int], Progress]) -> None:

@@ -1,0 +1,132 @@
+"""The painting's own brush strokes, copied into the finished picture where the photo is flat.
+
+On the edge-tuned fallback the optimisation meets the painting's texture statistics with regular,
+shaded ripples (QUALITY.md): the amount of detail is the painting's, its form the network's. Here
+the picture's fine detail (what a Gaussian blur of DETAIL_SIGMA px takes away) is replaced, where
+the photo is flat (`strokes.flatness`), by the painting's: patch by patch, the patches half
+overlapping and Hann-weighted, each the painting's patch nearest the picture's there in its blurred
+colours and its detail, with a cost on using a part of the painting again (or a sky becomes one
+stroke repeated), each as strong as it is in the painting. A texture transfer of the
+image-quilting family (Efros and Freeman, 2001; Hertzmann et al., "Image Analogies", 2001) on the
+detail band alone: the picture's layout and colours stay the optimisation's.
+
+Arrays are (H, W, 3) float32 RGB in [0, 1]. Lengths are px of a picture whose longest side is
+REFERENCE_SIDE, scaled with the picture's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage as ndi
+
+from nst_jax import strokes
+
+REFERENCE_SIDE = 512
+DETAIL_SIGMA = 6.0  # px: the detail is what this blur takes away (the ripples are about 7 px apart)
+PATCH = 24  # px: a patch's side
+CANDIDATE_STRIDE = 4  # px between the painting's patches that may be chosen
+MAX_CANDIDATES = 20000  # more of the painting's patches are spaced further apart
+LOOK_GRID = 6  # the blurred colours are compared on a LOOK_GRID x LOOK_GRID grid of each patch
+DETAIL_GRID = 24  # the detail on at most this many points a side
+DETAIL_MATCH = 0.5  # the detail's weight in the match, against the blurred colours' 1
+# What one earlier use of a part of the painting adds to a patch's distance, in units of the
+# median distance of the best matches: enough to spread a sky's choices over the painting, not so
+# much that a plain wall is sent to the painting's few striking motifs (a wave's claws of foam).
+REUSE_COST = 0.5
+REUSE_REACH = 0.5  # of a patch's side: choices nearer each other than this in the painting are one part
+
+
+def split(image: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """`image` (H, W, C) as its Gaussian blur of `sigma` px and the detail the blur takes away."""
+    blurred = ndi.gaussian_filter(image, (sigma, sigma, 0), mode="reflect")
+    return blurred, image - blurred
+
+
+def grid(length: int, patch: int, stride: int) -> list[int]:
+    """The starts of patches of side `patch` every `stride` px along `length` px, the last flush
+    with the end."""
+    starts = list(range(0, length - patch + 1, stride))
+    return starts if starts[-1] == length - patch else starts + [length - patch]
+
+
+def patch_features(blurred: np.ndarray, detail: np.ndarray, patch: int, rows: Sequence[int],
+                   cols: Sequence[int]) -> np.ndarray:
+    """What a match compares, of the patches of side `patch` at `rows` x `cols` (row-major): the
+    blurred colours on a LOOK_GRID grid and DETAIL_MATCH times the detail on at most DETAIL_GRID
+    points a side. (len(rows) * len(cols), features) float32."""
+    look = np.linspace(0, patch - 1, LOOK_GRID).round().astype(int)
+    fine = np.arange(0, patch, max(1, patch // DETAIL_GRID))
+    y, x = np.add.outer(np.asarray(rows), look), np.add.outer(np.asarray(cols), look)
+    fy, fx = np.add.outer(np.asarray(rows), fine), np.add.outer(np.asarray(cols), fine)
+    looks = blurred[y[:, None, :, None], x[None, :, None, :]]  # (rows, cols, grid, grid, C)
+    details = detail[fy[:, None, :, None], fx[None, :, None, :]]
+    n = len(rows) * len(cols)
+    return np.concatenate([looks.reshape(n, -1), DETAIL_MATCH * details.reshape(n, -1)], 1).astype(np.float32)
+
+
+def choose_patches(queries: np.ndarray, candidates: np.ndarray, places: np.ndarray, reach: float,
+                   seed: int = 0) -> np.ndarray:
+    """For each of `queries` (n, F), the index of one of `candidates` (m, F), the painting's
+    patches at `places` (m, 3: painting, row, column): the nearest in squared distance plus
+    REUSE_COST for each earlier choice in the same painting less than `reach` px away in both
+    directions. The queries are served in a random order of `seed`, so that none is always served
+    first. (n,) int."""
+    distance = (candidates * candidates).sum(1)[None] - 2 * queries @ candidates.T + (queries * queries).sum(1)[:, None]
+    unit = REUSE_COST * max(float(np.median(distance.min(1))), 1e-12)
+    uses = np.zeros(len(candidates), np.float32)
+    chosen = np.empty(len(queries), int)
+    painting, rows, cols = places.T
+    for q in np.random.default_rng(seed).permutation(len(queries)):
+        best = int(np.argmin(distance[q] + unit * uses))
+        chosen[q] = best
+        uses += (painting == painting[best]) & (np.abs(rows - rows[best]) < reach) & (np.abs(cols - cols[best]) < reach)
+    return chosen
+
+
+def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[np.ndarray],
+                   weights: Sequence[float], strength: float = 1.0, seed: int = 0) -> np.ndarray:
+    """`picture` with its fine detail, where `photo` (its shape) is flat, replaced by the
+    paintings' (each (h, w, 3) at the size the picture was stylized against; any of them may
+    give a patch, but none whose blend `weights` is 0), `strength` times as strong as the chosen
+    patches are in the painting. Deterministic for a `seed`. Returns float32 (H, W, 3) in [0, 1]."""
+    height, width = picture.shape[:2]
+    k = max(height, width) / REFERENCE_SIDE
+    sources = [(np.asarray(p, np.float32), w) for p, w in zip(paintings, weights) if w > 0]
+    flat = np.asarray(strokes.flatness(jnp.asarray(photo, jnp.float32)[None]))[0]  # (H, W, 1)
+    if strength == 0 or not np.any(flat > 0):
+        return picture
+    patch = max(2, min([round(PATCH * k), height, width] + [min(p.shape[:2]) for p, _ in sources]))
+    sigma = DETAIL_SIGMA * k
+
+    blurred, detail = split(np.asarray(picture, np.float32), sigma)
+    rows, cols = grid(height, patch, max(1, patch // 2)), grid(width, patch, max(1, patch // 2))
+    queries = patch_features(blurred, detail, patch, rows, cols)
+    features, places, details = [], [], []
+    for i, (painting, _) in enumerate(sources):
+        p_blurred, p_detail = split(painting, sigma)
+        h, w = painting.shape[:2]
+        step = max(1, round(CANDIDATE_STRIDE * k), math.ceil(math.sqrt(h * w / MAX_CANDIDATES)))
+        p_rows, p_cols = np.arange(0, h - patch + 1, step), np.arange(0, w - patch + 1, step)
+        features.append(patch_features(p_blurred, p_detail, patch, p_rows, p_cols))
+        places.append(np.column_stack([np.full(len(p_rows) * len(p_cols), i),
+                                       np.repeat(p_rows, len(p_cols)), np.tile(p_cols, len(p_rows))]))
+        details.append(p_detail)
+    places = np.concatenate(places)
+    chosen = choose_patches(queries, np.concatenate(features), places, reach=patch * REUSE_REACH, seed=seed)
+
+    window = np.hanning(patch + 2)[1:-1]
+    window = np.outer(window, window)[..., None].astype(np.float32)
+    total, weight2 = np.zeros_like(detail), np.zeros((height, width, 1), np.float32)
+    for (y, x), (i, py, px) in zip([(y, x) for y in rows for x in cols], places[chosen]):
+        total[y:y + patch, x:x + patch] += window * details[i][py:py + patch, px:px + patch]
+        weight2[y:y + patch, x:x + patch] += window ** 2
+    copied = total / np.sqrt(np.maximum(weight2, 1e-12))  # weights whose squares add to 1
+    # as strong as the chosen patches are in the painting: the blend's loss made good, no more
+    target = math.sqrt(np.mean([np.var(details[i][py:py + patch, px:px + patch]) for i, py, px in places[chosen]]))
+    where = flat[..., 0] > 0.5 if np.any(flat > 0.5) else flat[..., 0] > 0
+    copied *= strength * target / max(float(copied[where].std()), 1e-6)
+    return np.clip(blurred + flat * copied + (1 - flat) * detail, 0, 1).astype(np.float32)
