@@ -93,12 +93,14 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     paintings' (each (h, w, 3) at the size the picture was stylized against; any of them may
     give a patch, but none whose blend `weights` is 0), `strength` times as strong as the chosen
     patches are in the painting. Deterministic for a `seed`. Returns float32 (H, W, 3) in [0, 1]."""
+    if strength == 0:
+        return picture
+    flat = np.asarray(strokes.flatness(jnp.asarray(photo, jnp.float32)[None]))[0]  # (H, W, 1)
+    if not np.any(flat > 0):
+        return picture
     height, width = picture.shape[:2]
     k = max(height, width) / REFERENCE_SIDE
     sources = [(np.asarray(p, np.float32), w) for p, w in zip(paintings, weights) if w > 0]
-    flat = np.asarray(strokes.flatness(jnp.asarray(photo, jnp.float32)[None]))[0]  # (H, W, 1)
-    if strength == 0 or not np.any(flat > 0):
-        return picture
     patch = max(2, min([round(PATCH * k), height, width] + [min(p.shape[:2]) for p, _ in sources]))
     sigma = DETAIL_SIGMA * k
 

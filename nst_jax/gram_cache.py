@@ -14,6 +14,12 @@ from nst_jax import images, losses, shapes
 from nst_jax.model import Model
 
 
+def analysed(style: np.ndarray, longest: int) -> np.ndarray:
+    """`style` (h, w, 3) as the network analyses it: resized to the working shape of longest
+    side `longest` (`shapes.style_longest` of the content's scale)."""
+    return images.resize(style, *shapes.working_shape(*style.shape[:2], longest))
+
+
 class GramCache:
     """Bounded LRU of a style's Gram matrices, keyed by the model, the style's pixels and the
     size it is analysed at. Thread-safe."""
@@ -35,8 +41,7 @@ class GramCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        shape = shapes.working_shape(*style.shape[:2], longest)
-        feats = model.features(images.resize(style, *shape)[None], layers)
+        feats = model.features(analysed(style, longest)[None], layers)
         grams = {name: losses.gram(f) for name, f in feats.items()}
         with self._lock:
             self._items[key] = grams

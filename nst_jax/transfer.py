@@ -119,9 +119,7 @@ class _Prepared:
         if strength == 0:
             return image
         longest, style_scale = max(image.shape[:2]), self.job.options.style_scale
-        paintings = [image_ops.resize(s, *shapes.working_shape(*s.shape[:2], shapes.style_longest(s.shape, longest,
-                                                                                                  style_scale)))
-                     for s in self.styles]
+        paintings = [gram_cache.analysed(s, shapes.style_longest(s.shape, longest, style_scale)) for s in self.styles]
         return brushwork.copy_brushwork(image, image_ops.resize(self.content, *image.shape[:2]), paintings, self.blend,
                                         strength)
 
