@@ -30,27 +30,73 @@ def photo_flat_on_the_left(height: int = 96, width: int = 128) -> np.ndarray:
     return photo
 
 
-def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_keep_the_picture():
-    """The picture's ripples run across; the painting's strokes run down. Where the photo is flat
-    the picture's detail becomes the painting's (its strength too); where it has edges the
-    picture stays as it was; the blurred picture (the layout and colours) stays everywhere."""
-    picture = np.repeat(waves(96, 128, 4, vertical=False)[..., None], 3, -1)
-    painting = np.repeat(waves(80, 80, 4, vertical=True)[..., None], 3, -1)
-    out = brushwork.copy_brushwork(picture, photo_flat_on_the_left(), [painting], [1.0])
-    assert out.shape == picture.shape and out.dtype == np.float32
+def stripes_in_a_corner(size: int = 80) -> np.ndarray:
+    """(size, size, 3): flat grey, with waves running down in one corner only: a painting whose
+    detail is a motif, not strokes all over."""
+    painting = np.full((size, size, 3), 0.5, np.float32)
+    painting[:size // 3, :size // 3] = waves(size // 3, size // 3, 4, vertical=True)[..., None]
+    return painting
 
-    left = out[8:-8, 4:40]
-    across, down = np.abs(np.diff(left, axis=1)).mean(), np.abs(np.diff(left, axis=0)).mean()
-    assert across > 2 * down  # the picture's ran across (across 0), the painting's run down now
-    painting_detail = brushwork.split(painting, brushwork.DETAIL_SIGMA * 128 / brushwork.REFERENCE_SIDE)[1]
-    detail = brushwork.split(out, brushwork.DETAIL_SIGMA * 128 / brushwork.REFERENCE_SIDE)[1][8:-8, 4:40]
-    assert detail.std() == pytest.approx(painting_detail.std(), rel=0.25)
-    edges = np.asarray(strokes.flatness(jnp.asarray(photo_flat_on_the_left())[None]))[0, ..., 0] == 0
+
+def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_as_far_as_the_painting_is_strokes_all_over():
+    """The picture's ripples run across; the painting's strokes run down. Where the photo is flat
+    the picture's detail becomes the painting's (its strength too). Where the photo has edges
+    (random pixels, which explain nothing of the ripples): a painting of strokes all over
+    replaces the ripples there too; a painting whose strokes are one motif leaves the picture as
+    it was. The blurred picture (the layout and colours) stays everywhere."""
+    picture = np.repeat(waves(96, 128, 4, vertical=False)[..., None], 3, -1)
+    all_over = np.repeat(waves(80, 80, 4, vertical=True)[..., None], 3, -1)
+    photo = photo_flat_on_the_left()
+    sigma = brushwork.DETAIL_SIGMA * 128 / brushwork.REFERENCE_SIDE
+    edges = np.asarray(strokes.flatness(jnp.asarray(photo)[None]))[0, ..., 0] == 0
     assert edges[:, 72:].mean() > 0.5
-    np.testing.assert_allclose(out[edges], picture[edges], atol=1e-5)
-    sigma = 2 * brushwork.DETAIL_SIGMA * 128 / brushwork.REFERENCE_SIDE
-    blurred, blurred_before = brushwork.split(out, sigma)[0], brushwork.split(picture, sigma)[0]
-    np.testing.assert_allclose(blurred[8:-8, 8:40], blurred_before[8:-8, 8:40], atol=0.03)
+
+    def runs_down(part: np.ndarray) -> bool:
+        return np.abs(np.diff(part, axis=1)).mean() > 2 * np.abs(np.diff(part, axis=0)).mean()
+
+    out = brushwork.copy_brushwork(picture, photo, [all_over], [1.0])
+    assert out.shape == picture.shape and out.dtype == np.float32
+    assert runs_down(out[8:-8, 4:40]) and runs_down(out[8:-8, 88:124])
+    assert not runs_down(picture[8:-8, 88:124])
+    detail = brushwork.split(out, sigma)[1][8:-8, 4:40]
+    assert detail.std() == pytest.approx(brushwork.split(all_over, sigma)[1].std(), rel=0.25)
+    wide = 2 * sigma
+    np.testing.assert_allclose(brushwork.split(out, wide)[0][8:-8, 8:40], brushwork.split(picture, wide)[0][8:-8, 8:40], atol=0.03)
+
+    motif = brushwork.copy_brushwork(picture, photo, [stripes_in_a_corner()], [1.0])
+    np.testing.assert_allclose(motif[edges], picture[edges], atol=1e-5)
+
+
+def test_stroke_coverage_tells_strokes_all_over_from_a_motif():
+    sigma = brushwork.COVERAGE_SIGMA * 80 / brushwork.REFERENCE_SIDE
+    detail = lambda painting: brushwork.split(painting, brushwork.DETAIL_SIGMA * 80 / brushwork.REFERENCE_SIDE)[1]
+    all_over = np.repeat(waves(80, 80, 4, vertical=True)[..., None], 3, -1)
+    assert brushwork.stroke_coverage(detail(all_over), sigma) == 1.0
+    assert brushwork.stroke_coverage(detail(stripes_in_a_corner()), sigma) == 0.0
+
+
+def test_follow_edges_keeps_what_the_photos_light_explains_and_drops_the_rest():
+    """The picture's detail: a fifth of the photo's light (a step and a ramp) plus ripples where
+    the light is flat. What follows the light is kept; the ripples, which it does not explain, are not."""
+    y, x = np.mgrid[0:64, 0:96].astype(np.float32)
+    light = np.where(x < 48, 0.2, 0.8) + 0.004 * x  # a step on a slight ramp
+    light[40:] = 0.5  # flat below
+    ripples = np.where(y >= 44, 0.1 * np.sin(2 * np.pi * x / 5), 0.0)
+    detail = (0.2 * (light - light.mean()) + ripples)[..., None] * np.ones(3, np.float32)
+    kept = brushwork.follow_edges(detail.astype(np.float32), light, 4, brushwork.EDGE_EPS)
+    step = np.s_[10:30, 40:56]  # around the step, away from the flat part
+    np.testing.assert_allclose(kept[step], detail[step], atol=0.01)
+    flat = np.s_[50:, 8:-8]  # the flat part, its windows clear of the edge and the borders
+    np.testing.assert_allclose(kept[flat], (detail - ripples[..., None])[flat], atol=0.1 * np.abs(ripples).max())
+
+
+def test_add_within_range_keeps_small_detail_and_compresses_strong_detail_into_the_room_left():
+    base = np.full((1, 6, 1), 0.9, np.float32)
+    detail = np.array([0.01, -0.02, 0.05, 0.1, 0.2, -0.9], np.float32).reshape(1, 6, 1)
+    out = brushwork.add_within_range(base, detail)[0, :, 0]
+    np.testing.assert_allclose(out[:2], [0.91, 0.88], atol=1e-6)  # within KNEE of the room: as added
+    assert 0.9 < out[2] < out[3] < out[4] < 1  # clipped, the last three would all be 1
+    assert 0 <= out[5] < 0.9 - brushwork.KNEE * 0.9
 
 
 def test_strength_scales_the_strokes_and_zero_changes_nothing():
