@@ -1,14 +1,17 @@
-"""The painting's own brush strokes, copied into the finished picture where the photo is flat.
+"""The painting's own brush strokes, copied into the finished picture.
 
 On the edge-tuned fallback the optimisation meets the painting's texture statistics with regular,
-shaded ripples (QUALITY.md): the amount of detail is the painting's, its form the network's. Here
-the picture's fine detail (what a Gaussian blur of DETAIL_SIGMA px takes away) is replaced, where
-the photo is flat (`strokes.flatness`), by the painting's: patch by patch, the patches half
+shaded ripples and, beside the photo's edges, a moulded relief (QUALITY.md): the amount of detail
+is the painting's, its form the network's. Here the picture's fine detail (what a Gaussian blur of
+DETAIL_SIGMA px takes away) is replaced by the painting's: patch by patch, the patches half
 overlapping and Hann-weighted, each the painting's patch nearest the picture's there in its blurred
 colours and its detail, with a cost on using a part of the painting again (or a sky becomes one
 stroke repeated), each as strong as it is in the painting. A texture transfer of the
 image-quilting family (Efros and Freeman, 2001; Hertzmann et al., "Image Analogies", 2001) on the
-detail band alone: the picture's layout and colours stay the optimisation's.
+detail band alone: the picture's layout and colours stay the optimisation's. Where the photo is
+flat (`strokes.flatness`) all of the detail is replaced; on the photo's edges as far as the
+painting is strokes all over (`stroke_coverage`), the picture keeping there the part of its detail
+that follows the photo's light (`follow_edges`): the edge itself, not the relief beside it.
 
 Arrays are (H, W, 3) float32 RGB in [0, 1]. Lengths are px of a picture whose longest side is
 REFERENCE_SIDE, scaled with the picture's.

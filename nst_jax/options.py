@@ -182,8 +182,8 @@ EDGE_TUNED_LUMINANCE_STEP = 0.3
 EDGE_TUNED_CONTOUR_SMOOTHING = 8.0
 
 # Even drawn out, the ripples are the network's form of the painting's detail, not the painting's:
-# where the photo is flat, the finished picture's fine detail is replaced by the painting's own
-# brush strokes (`nst_jax.brushwork`).
+# the finished picture's fine detail is replaced by the painting's own brush strokes where the
+# photo is flat, and on its edges as far as the painting is strokes all over (`nst_jax.brushwork`).
 EDGE_TUNED_BRUSHWORK = 1.0
 
 
@@ -234,9 +234,10 @@ class Options:
               "many px either way, so that the texture's ripples become strokes (0: not; none: the network's, 0 "
               "for ImageNet weights, 8 for the edge-tuned fallback)", minimum=0, maximum=64, nullable=True)
     brushwork: float | None = option(
-        None, "where the photo is flat, the finished picture's fine detail replaced by the painting's own brush "
-              "strokes, this many times as strong as they are in the painting (0: not; none: the network's, 0 for "
-              "ImageNet weights, 1 for the edge-tuned fallback)", minimum=0, maximum=4, nullable=True)
+        None, "the finished picture's fine detail replaced by the painting's own brush strokes (where the photo is "
+              "flat, and on its edges as far as the painting is strokes all over), this many times as strong as they "
+              "are in the painting (0: not; none: the network's, 0 for ImageNet weights, 1 for the edge-tuned "
+              "fallback)", minimum=0, maximum=4, nullable=True)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
     seed: int = option(0, "seed of the noise init (bit-for-bit repeatable on one machine)",
                        minimum=0, maximum=2**32 - 1)
