@@ -175,8 +175,8 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     rows, cols = grid(height, patch, max(1, patch // 2)), grid(width, patch, max(1, patch // 2))
     queries = patch_features(blurred, detail, patch, rows, cols)
     features, places = [], []
-    for i, ((p_blurred, p_detail), (painting, _)) in enumerate(zip(splits, sources)):
-        h, w = painting.shape[:2]
+    for i, (p_blurred, p_detail) in enumerate(splits):
+        h, w = p_blurred.shape[:2]
         step = max(1, round(CANDIDATE_STRIDE * k), math.ceil(math.sqrt(h * w / MAX_CANDIDATES)))
         p_rows, p_cols = np.arange(0, h - patch + 1, step), np.arange(0, w - patch + 1, step)
         features.append(patch_features(p_blurred, p_detail, patch, p_rows, p_cols))
