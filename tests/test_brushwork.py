@@ -42,28 +42,30 @@ def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_as_far_as_th
     """The picture's ripples run across; the painting's strokes run down. Where the photo is flat
     the picture's detail becomes the painting's (its strength too). Where the photo has edges
     (random pixels, which explain nothing of the ripples): a painting of strokes all over
-    replaces the ripples there too; a painting whose strokes are one motif leaves the picture as
-    it was. The blurred picture (the layout and colours) stays everywhere."""
-    picture = np.repeat(waves(96, 128, 4, vertical=False)[..., None], 3, -1)
-    all_over = np.repeat(waves(80, 80, 4, vertical=True)[..., None], 3, -1)
-    photo = photo_flat_on_the_left()
-    sigma = brushwork.DETAIL_SIGMA * 128 / brushwork.REFERENCE_SIDE
+    replaces the ripples there too, at 512 px (smaller pictures fade the strokes on edges out);
+    a painting whose strokes are one motif leaves the picture as it was. The blurred picture
+    (the layout and colours) stays everywhere."""
+    picture = np.repeat(waves(384, 512, 4, vertical=False)[..., None], 3, -1)
+    all_over = np.repeat(waves(320, 320, 4, vertical=True)[..., None], 3, -1)
+    photo = photo_flat_on_the_left(384, 512)
+    sigma = brushwork.DETAIL_SIGMA
     edges = np.asarray(strokes.flatness(jnp.asarray(photo)[None]))[0, ..., 0] == 0
-    assert edges[:, 72:].mean() > 0.5
+    assert edges[:, 288:].mean() > 0.5
+    flat_part, edge_part = np.s_[32:-32, 16:160], np.s_[32:-32, 352:496]
 
     def runs_down(part: np.ndarray) -> bool:
         return np.abs(np.diff(part, axis=1)).mean() > 2 * np.abs(np.diff(part, axis=0)).mean()
 
     out = brushwork.copy_brushwork(picture, photo, [all_over], [1.0])
     assert out.shape == picture.shape and out.dtype == np.float32
-    assert runs_down(out[8:-8, 4:40]) and runs_down(out[8:-8, 88:124])
-    assert not runs_down(picture[8:-8, 88:124])
-    detail = brushwork.split(out, sigma)[1][8:-8, 4:40]
+    assert runs_down(out[flat_part]) and runs_down(out[edge_part])
+    assert not runs_down(picture[edge_part])
+    detail = brushwork.split(out, sigma)[1][flat_part]
     assert detail.std() == pytest.approx(brushwork.split(all_over, sigma)[1].std(), rel=0.25)
     wide = 2 * sigma
-    np.testing.assert_allclose(brushwork.split(out, wide)[0][8:-8, 8:40], brushwork.split(picture, wide)[0][8:-8, 8:40], atol=0.03)
+    np.testing.assert_allclose(brushwork.split(out, wide)[0][flat_part], brushwork.split(picture, wide)[0][flat_part], atol=0.03)
 
-    motif = brushwork.copy_brushwork(picture, photo, [stripes_in_a_corner()], [1.0])
+    motif = brushwork.copy_brushwork(picture, photo, [stripes_in_a_corner(320)], [1.0])
     np.testing.assert_allclose(motif[edges], picture[edges], atol=1e-5)
 
 
