@@ -201,5 +201,5 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     where = flat[..., 0] > 0.5 if np.any(flat > 0.5) else reach[..., 0] > 0
     copied *= strength * target / max(float(copied[where].std()), 1e-6)
     own = detail if coverage == 0 else (1 - coverage) * detail + coverage * follow_edges(
-        detail, np.asarray(color.luminance(np.asarray(photo, np.float32))), max(1, round(EDGE_RADIUS * k)), EDGE_EPS)
+        detail, color.luminance(np.asarray(photo, np.float32)), max(1, round(EDGE_RADIUS * k)), EDGE_EPS)
     return add_within_range(blurred, reach * copied + (1 - flat) * own).astype(np.float32)

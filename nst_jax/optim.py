@@ -60,10 +60,10 @@ def _averaged_image(carry: AdamCarry) -> jax.Array:
 
 def adam_settings(options: Sequence[Options], edge_tuned: bool) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`run_adam`'s per-image settings of the images of `options`: (lr, average_decay,
-    luminance_step), each (N,) float32; the luminance step is `Options.luminance_step_on` a
+    luminance_step), each (N,) float32; the luminance step is `Options.on_network`'s on a
     network whose weights are `edge_tuned` or not."""
     return tuple(jnp.asarray(values, jnp.float32) for values in zip(
-        *((o.lr, o.average_decay, o.luminance_step_on(edge_tuned)) for o in options)))
+        *((o.lr, o.average_decay, o.on_network("luminance_step", edge_tuned)) for o in options)))
 
 
 def toward_colour(x: jax.Array, luminance_step: jax.Array) -> jax.Array:

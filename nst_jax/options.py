@@ -187,6 +187,14 @@ EDGE_TUNED_CONTOUR_SMOOTHING = 8.0
 EDGE_TUNED_BRUSHWORK = 1.0
 
 
+# The options that follow the weights where none is given: (on the edge-tuned fallback, on ImageNet weights).
+NETWORK_DEFAULTS = {
+    "luminance_step": (EDGE_TUNED_LUMINANCE_STEP, 1.0),
+    "contour_smoothing": (EDGE_TUNED_CONTOUR_SMOOTHING, 0.0),
+    "brushwork": (EDGE_TUNED_BRUSHWORK, 0.0),
+}
+
+
 def network_style_layers(edge_tuned: bool) -> tuple[tuple[str, float], ...]:
     """The style layers of a network whose `style_layers` are not given: `EDGE_TUNED_STYLE_LAYERS`
     for the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`), else `STYLE_LAYERS`."""
@@ -317,26 +325,15 @@ class Options:
             return self.fine_style_layers
         return self.style_layers if self.style_layers is not None else network_style_layers(edge_tuned)
 
-    def luminance_step_on(self, edge_tuned: bool) -> float:
-        """`luminance_step`, or where none is given the network's: `EDGE_TUNED_LUMINANCE_STEP` on
-        the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`), 1 on ImageNet weights."""
-        if self.luminance_step is not None:
-            return self.luminance_step
-        return EDGE_TUNED_LUMINANCE_STEP if edge_tuned else 1.0
-
-    def contour_smoothing_on(self, edge_tuned: bool) -> float:
-        """`contour_smoothing`, or where none is given the network's: `EDGE_TUNED_CONTOUR_SMOOTHING`
-        on the edge-tuned fallback, 0 on ImageNet weights."""
-        if self.contour_smoothing is not None:
-            return self.contour_smoothing
-        return EDGE_TUNED_CONTOUR_SMOOTHING if edge_tuned else 0.0
-
-    def brushwork_on(self, edge_tuned: bool) -> float:
-        """`brushwork`, or where none is given the network's: `EDGE_TUNED_BRUSHWORK` on the
-        edge-tuned fallback, 0 on ImageNet weights."""
-        if self.brushwork is not None:
-            return self.brushwork
-        return EDGE_TUNED_BRUSHWORK if edge_tuned else 0.0
+    def on_network(self, name: str, edge_tuned: bool) -> float:
+        """Option `name` (one of NETWORK_DEFAULTS), or where none is given the network's: its
+        value on the edge-tuned fallback (`nst_jax.weights.Weights.edge_tuned`) or on ImageNet
+        weights, where the paper's recipe stays."""
+        given = getattr(self, name)
+        if given is not None:
+            return given
+        on_edge_tuned, on_imagenet = NETWORK_DEFAULTS[name]
+        return on_edge_tuned if edge_tuned else on_imagenet
 
     @classmethod
     def from_mapping(cls, values: Mapping, limits: Limits = Limits(), n_styles: int | None = None) -> "Options":

@@ -182,8 +182,8 @@ class _BatchRun:
         self.prepared, self.model, self.clock = prepared, model, clock
         self.options = [p.job.options for p in prepared]
         self.lr, self.decay, self.luminance_step = optim.adam_settings(self.options, model.weights.edge_tuned)
-        self.contour_smoothing = [o.contour_smoothing_on(model.weights.edge_tuned) for o in self.options]
-        self.brushwork = [o.brushwork_on(model.weights.edge_tuned) for o in self.options]
+        self.contour_smoothing = [o.on_network("contour_smoothing", model.weights.edge_tuned) for o in self.options]
+        self.brushwork = [o.on_network("brushwork", model.weights.edge_tuned) for o in self.options]
         self.losses: np.ndarray | None = None  # (N,) of the latest report
 
     @classmethod

@@ -156,7 +156,7 @@ def test_the_brushwork_follows_the_weights(model, monkeypatch):
     finest = shapes.scale_shapes(content.shape, options)[-1]  # the finished picture, before its resize
     assert [shape[:2] for shape, _ in seen] == [finest, finest]
     seed = Options.from_mapping({"recipe": "seed"})
-    assert seed.brushwork_on(edge_tuned=True) == 0.0 == RECIPES["seed"]["brushwork"]
+    assert seed.on_network("brushwork", edge_tuned=True) == 0.0 == RECIPES["seed"]["brushwork"]
 
 
 def test_a_wide_blur_is_computed_on_a_reduced_copy_within_a_255th_of_the_full_one():
@@ -169,4 +169,5 @@ def test_a_wide_blur_is_computed_on_a_reduced_copy_within_a_255th_of_the_full_on
         full = ndi.gaussian_filter(image, (sigma, sigma, 0), mode="reflect")
         assert np.abs(brushwork.blur(image, sigma) - full).max() < 1.5 / 255
     narrow = brushwork.REDUCED_SIGMA * 1.5  # narrower than twice REDUCED_SIGMA: the full blur itself
-    np.testing.assert_array_equal(brushwork.blur(image, narrow), ndi.gaussian_filter(image, (narrow, narrow, 0), mode="reflect"))
+    np.testing.assert_allclose(brushwork.blur(image, narrow), ndi.gaussian_filter(image, (narrow, narrow, 0), mode="reflect"),
+                               atol=1e-6)  # two calls: within a tolerance

@@ -92,7 +92,7 @@ def test_the_contour_smoothing_follows_the_weights(model, monkeypatch):
     assert [shape for shape, _ in seen] == [coarsest, coarsest]
     assert [length for _, (length,) in seen] == pytest.approx([EDGE_TUNED_CONTOUR_SMOOTHING, 3.0])
     seed = Options.from_mapping({"recipe": "seed"})
-    assert seed.contour_smoothing_on(edge_tuned=True) == 0.0 == RECIPES["seed"]["contour_smoothing"]
+    assert seed.on_network("contour_smoothing", edge_tuned=True) == 0.0 == RECIPES["seed"]["contour_smoothing"]
 
 
 def test_lengths_share_a_compiled_step_count_and_the_steps_past_a_length_weigh_nothing():
