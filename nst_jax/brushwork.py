@@ -9,12 +9,12 @@ colours and its detail, with a cost on using a part of the painting again (or a 
 stroke repeated), each as strong as it is in the painting. A texture transfer of the
 image-quilting family (Efros and Freeman, 2001; Hertzmann et al., "Image Analogies", 2001) on the
 detail band alone: the picture's layout and colours stay the optimisation's. Where the photo is
-flat (`strokes.flatness`) all of the detail is replaced; on the photo's edges as far as the
-painting is strokes all over (`stroke_coverage`), the picture keeping there the part of its detail
-that follows the photo's light (`follow_edges`): the edge itself, not the relief beside it.
+flat (`strokes.flatness`) all of the detail is replaced; on the photo's edges half of it, more as
+far as the painting is strokes all over (`stroke_coverage`), the picture keeping there the part of
+its detail that follows the photo's light (`follow_edges`): the edge itself, not the relief beside it.
 
 Arrays are (H, W, 3) float32 RGB in [0, 1]. Lengths are px of a picture whose longest side is
-REFERENCE_SIDE, scaled with the picture's.
+REFERENCE_SIDE, scaled with the picture's (DETAIL_SIGMA above it as the square root).
 """
 
 from __future__ import annotations
@@ -44,9 +44,11 @@ REUSE_COST = 0.5
 REUSE_REACH = 0.5  # of a patch's side: choices nearer each other than this in the painting are one part
 # A painting of strokes all over (The Starry Night) paints over the photo's edges too, its strokes
 # then in place of the optimisation's relief there; one whose detail lies in outlines and motifs
-# (Udnie, The Great Wave) would stamp them on the photo's edges, so there the picture keeps its own.
+# (Udnie, The Great Wave) would stamp them on the photo's edges all over, so there it paints over
+# half: the relief halved, the motifs faint (with none, the relief beside the edges stayed whole).
 COVERAGE_SIGMA = 12.0  # px: the painting's detail energy is averaged over a Gaussian this wide
-COVERAGE_RANGE = (0.5, 0.9)  # its quietest quarter over its mean: no stroke on the edges below, all above
+COVERAGE_RANGE = (0.5, 0.9)  # its quietest quarter over its mean: COVERAGE_FLOOR below, all strokes above
+COVERAGE_FLOOR = 0.5  # how far the strokes paint over the photo's edges at least
 EDGE_RADIUS = 4  # px: the window in which the picture's detail is fitted to the photo's light (`follow_edges`)
 EDGE_EPS = 1e-3  # the photo's light varying less than this in a window (a std of 0.03): nothing fitted
 KNEE = 0.3  # of the room left within [0, 1]: detail beyond it is compressed into the rest (`add_within_range`)
@@ -154,26 +156,27 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     """`picture` with its fine detail replaced by the paintings' (each (h, w, 3) at the size the
     picture was stylized against; any of them may give a patch, but none whose blend `weights` is
     0), `strength` times as strong as the chosen patches are in the painting: where `photo` (its
-    shape) is flat, all of it; where the photo has edges, as far as the paintings are strokes all
-    over (`stroke_coverage`), the picture keeping there the part of its detail that follows the
-    photo's edges. Deterministic for a `seed`. Returns float32 (H, W, 3) in [0, 1]."""
+    shape) is flat, all of it; where the photo has edges, COVERAGE_FLOOR of it, more as far as the
+    paintings are strokes all over (`stroke_coverage`), the picture keeping there the part of its
+    detail that follows the photo's edges. Deterministic for a `seed`. Returns float32 (H, W, 3) in [0, 1]."""
     if strength == 0:
         return picture
     height, width = picture.shape[:2]
     k = max(height, width) / REFERENCE_SIDE
     sources = [(np.asarray(p, np.float32), w) for p, w in zip(paintings, weights) if w > 0]
     patch = max(2, min([round(PATCH * k), height, width] + [min(p.shape[:2]) for p, _ in sources]))
-    sigma = DETAIL_SIGMA * k
+    # above REFERENCE_SIDE the band widens as the square root of the size, not as the size: the
+    # relief's ripples stay about 7 px apart at every size while the strokes grow with the picture,
+    # and a band 12 px wide at 1024 px took the picture's own shading too (its layout under the
+    # 512 px picture's: 0.818 against 0.829; 0.843 so)
+    sigma = DETAIL_SIGMA * min(k, math.sqrt(k))
     splits = [split(painting, sigma) for painting, _ in sources]
+    painted_over = sum(w * stroke_coverage(d, COVERAGE_SIGMA * k) for (_, w), (_, d) in zip(sources, splits))
     # under REFERENCE_SIDE a patch is too small to carry a stroke over an edge (7 px at 160 px,
     # where the shallow texture error was 0.12 with them, 0.018 with a third of them): they fade out
-    coverage = min(1.0, k) * sum(w * stroke_coverage(d, COVERAGE_SIGMA * k)
-                                 for (_, w), (_, d) in zip(sources, splits)) / sum(w for _, w in sources)
+    coverage = min(1.0, k) * max(COVERAGE_FLOOR, painted_over / sum(w for _, w in sources))
     flat = np.asarray(strokes.flatness(jnp.asarray(photo, jnp.float32)[None]))[0]  # (H, W, 1)
     reach = flat + (1 - flat) * coverage  # how fully the strokes replace the picture's detail
-    if not np.any(reach > 0):
-        return picture
-
     blurred, detail = split(np.asarray(picture, np.float32), sigma)
     rows, cols = grid(height, patch, max(1, patch // 2)), grid(width, patch, max(1, patch // 2))
     queries = patch_features(blurred, detail, patch, rows, cols)
@@ -200,6 +203,6 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     target = math.sqrt(np.mean([np.var(details[i][py:py + patch, px:px + patch]) for i, py, px in places[chosen]]))
     where = flat[..., 0] > 0.5 if np.any(flat > 0.5) else reach[..., 0] > 0
     copied *= strength * target / max(float(copied[where].std()), 1e-6)
-    own = detail if coverage == 0 else (1 - coverage) * detail + coverage * follow_edges(
+    own = (1 - coverage) * detail + coverage * follow_edges(
         detail, color.luminance(np.asarray(photo, np.float32)), max(1, round(EDGE_RADIUS * k)), EDGE_EPS)
     return add_within_range(blurred, reach * copied + (1 - flat) * own).astype(np.float32)

@@ -183,7 +183,7 @@ EDGE_TUNED_CONTOUR_SMOOTHING = 8.0
 
 # Even drawn out, the ripples are the network's form of the painting's detail, not the painting's:
 # the finished picture's fine detail is replaced by the painting's own brush strokes where the
-# photo is flat, and on its edges as far as the painting is strokes all over (`nst_jax.brushwork`).
+# photo is flat, and on its edges half of it, more as the painting is strokes all over (`nst_jax.brushwork`).
 EDGE_TUNED_BRUSHWORK = 1.0
 
 
@@ -243,7 +243,7 @@ class Options:
               "for ImageNet weights, 8 for the edge-tuned fallback)", minimum=0, maximum=64, nullable=True)
     brushwork: float | None = option(
         None, "the finished picture's fine detail replaced by the painting's own brush strokes (where the photo is "
-              "flat, and on its edges as far as the painting is strokes all over), this many times as strong as they "
+              "flat; on its edges half, more as the painting is strokes all over), this many times as strong as they "
               "are in the painting (0: not; none: the network's, 0 for ImageNet weights, 1 for the edge-tuned "
               "fallback)", minimum=0, maximum=4, nullable=True)
     init: str = option("content", "start from the content image or from noise", enum=("content", "noise"))
