@@ -158,7 +158,8 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     0), `strength` times as strong as the chosen patches are in the painting: where `photo` (its
     shape) is flat, all of it; where the photo has edges, COVERAGE_FLOOR of it, more as far as the
     paintings are strokes all over (`stroke_coverage`), the picture keeping there the part of its
-    detail that follows the photo's edges. Deterministic for a `seed`. Returns float32 (H, W, 3) in [0, 1]."""
+    detail that follows the photo's edges. Deterministic for a `seed`. Returns float32 (H, W, 3)
+    in [0, 1]."""
     if strength == 0:
         return picture
     height, width = picture.shape[:2]
@@ -201,8 +202,8 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     copied = total / np.sqrt(np.maximum(weight2, 1e-12))  # weights whose squares add to 1
     # as strong as the chosen patches are in the painting: the blend's loss made good, no more
     target = math.sqrt(np.mean([np.var(details[i][py:py + patch, px:px + patch]) for i, py, px in places[chosen]]))
-    where = flat[..., 0] > 0.5 if np.any(flat > 0.5) else reach[..., 0] > 0
-    copied *= strength * target / max(float(copied[where].std()), 1e-6)
+    flat_part = flat[..., 0] > 0.5
+    copied *= strength * target / max(float((copied[flat_part] if flat_part.any() else copied).std()), 1e-6)
     own = (1 - coverage) * detail + coverage * follow_edges(
         detail, color.luminance(np.asarray(photo, np.float32)), max(1, round(EDGE_RADIUS * k)), EDGE_EPS)
     return add_within_range(blurred, reach * copied + (1 - flat) * own).astype(np.float32)
