@@ -151,6 +151,39 @@ def choose_patches(queries: np.ndarray, candidates: np.ndarray, places: np.ndarr
     return chosen
 
 
+def candidate_patches(splits: Sequence[tuple[np.ndarray, np.ndarray]], patch: int, stride: int
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """The patches of side `patch` that may be chosen from the paintings split into (blurred,
+    detail) (`split`): every `stride` px, further apart where a painting would give more than
+    MAX_CANDIDATES. (their `patch_features` (m, F), their places (m, 3: painting, row, column))."""
+    features, places = [], []
+    for i, (blurred, detail) in enumerate(splits):
+        h, w = blurred.shape[:2]
+        step = max(stride, math.ceil(math.sqrt(h * w / MAX_CANDIDATES)))
+        rows, cols = np.arange(0, h - patch + 1, step), np.arange(0, w - patch + 1, step)
+        features.append(patch_features(blurred, detail, patch, rows, cols))
+        places.append(np.column_stack([np.full(len(rows) * len(cols), i),
+                                       np.repeat(rows, len(cols)), np.tile(cols, len(rows))]))
+    return np.concatenate(features), np.concatenate(places)
+
+
+def lay_patches(details: Sequence[np.ndarray], chosen: np.ndarray, rows: Sequence[int], cols: Sequence[int],
+                patch: int, shape: tuple[int, int]) -> tuple[np.ndarray, float]:
+    """The paintings' `details` at the places `chosen` (n, 3: painting, row, column), laid on a
+    picture of `shape` (H, W) at `rows` x `cols` (row-major, n in all), Hann-weighted so that the
+    weights' squares add to 1 (overlapping patches keep their strength): ((H, W, C) float32, the
+    std of the chosen patches in the painting)."""
+    window = np.hanning(patch + 2)[1:-1]
+    window = np.outer(window, window)[..., None].astype(np.float32)
+    total = np.zeros((*shape, details[0].shape[-1]), np.float32)
+    weight2 = np.zeros((*shape, 1), np.float32)
+    for (y, x), (i, py, px) in zip([(y, x) for y in rows for x in cols], chosen):
+        total[y:y + patch, x:x + patch] += window * details[i][py:py + patch, px:px + patch]
+        weight2[y:y + patch, x:x + patch] += window ** 2
+    std = math.sqrt(np.mean([np.var(details[i][py:py + patch, px:px + patch]) for i, py, px in chosen]))
+    return total / np.sqrt(np.maximum(weight2, 1e-12)), std
+
+
 def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[np.ndarray],
                    weights: Sequence[float], strength: float = 1.0, seed: int = 0) -> np.ndarray:
     """`picture` with its fine detail replaced by the paintings' (each (h, w, 3) at the size the
@@ -181,28 +214,11 @@ def copy_brushwork(picture: np.ndarray, photo: np.ndarray, paintings: Sequence[n
     blurred, detail = split(np.asarray(picture, np.float32), sigma)
     rows, cols = grid(height, patch, max(1, patch // 2)), grid(width, patch, max(1, patch // 2))
     queries = patch_features(blurred, detail, patch, rows, cols)
-    features, places = [], []
-    for i, (p_blurred, p_detail) in enumerate(splits):
-        h, w = p_blurred.shape[:2]
-        step = max(1, round(CANDIDATE_STRIDE * k), math.ceil(math.sqrt(h * w / MAX_CANDIDATES)))
-        p_rows, p_cols = np.arange(0, h - patch + 1, step), np.arange(0, w - patch + 1, step)
-        features.append(patch_features(p_blurred, p_detail, patch, p_rows, p_cols))
-        places.append(np.column_stack([np.full(len(p_rows) * len(p_cols), i),
-                                       np.repeat(p_rows, len(p_cols)), np.tile(p_cols, len(p_rows))]))
-    details = [d for _, d in splits]
-    places = np.concatenate(places)
-    chosen = choose_patches(queries, np.concatenate(features), places, reach=patch * REUSE_REACH, seed=seed)
-
-    window = np.hanning(patch + 2)[1:-1]
-    window = np.outer(window, window)[..., None].astype(np.float32)
-    total, weight2 = np.zeros_like(detail), np.zeros((height, width, 1), np.float32)
-    for (y, x), (i, py, px) in zip([(y, x) for y in rows for x in cols], places[chosen]):
-        total[y:y + patch, x:x + patch] += window * details[i][py:py + patch, px:px + patch]
-        weight2[y:y + patch, x:x + patch] += window ** 2
-    copied = total / np.sqrt(np.maximum(weight2, 1e-12))  # weights whose squares add to 1
-    # as strong as the chosen patches are in the painting: the blend's loss made good, no more
-    target = math.sqrt(np.mean([np.var(details[i][py:py + patch, px:px + patch]) for i, py, px in places[chosen]]))
+    features, places = candidate_patches(splits, patch, max(1, round(CANDIDATE_STRIDE * k)))
+    chosen = places[choose_patches(queries, features, places, reach=patch * REUSE_REACH, seed=seed)]
+    copied, target = lay_patches([d for _, d in splits], chosen, rows, cols, patch, (height, width))
     flat_part = flat[..., 0] > 0.5
+    # as strong as the chosen patches are in the painting: the blend's loss made good, no more
     copied *= strength * target / max(float((copied[flat_part] if flat_part.any() else copied).std()), 1e-6)
     own = (1 - coverage) * detail + coverage * follow_edges(
         detail, color.luminance(np.asarray(photo, np.float32)), max(1, round(EDGE_RADIUS * k)), EDGE_EPS)
