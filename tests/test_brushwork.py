@@ -38,13 +38,13 @@ def stripes_in_a_corner(size: int = 80) -> np.ndarray:
     return painting
 
 
-def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_half_or_more_as_the_painting_is_strokes_all_over():
+def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_lose_the_relief():
     """The picture's ripples run across; the painting's strokes run down. Where the photo is flat
     the picture's detail becomes the painting's (its strength too). Where the photo has edges
-    (random pixels, which explain nothing of the ripples): a painting of strokes all over
-    replaces the ripples there too, at 512 px (smaller pictures fade the strokes on edges out);
-    a painting whose strokes are one motif halves them. The blurred picture (the layout and
-    colours) stays everywhere."""
+    (random pixels, which explain nothing of the ripples) the ripples go at 512 px (smaller
+    pictures fade the brushwork on edges out): a painting of strokes all over puts its strokes
+    in their place; one whose strokes are one motif, too, leaves none of them. The blurred
+    picture (the layout and colours) stays everywhere."""
     picture = np.repeat(waves(384, 512, 4, vertical=False)[..., None], 3, -1)
     all_over = np.repeat(waves(320, 320, 4, vertical=True)[..., None], 3, -1)
     photo = photo_flat_on_the_left(384, 512)
@@ -69,7 +69,24 @@ def test_flat_parts_take_the_paintings_strokes_and_the_photos_edges_half_or_more
         return float(np.abs(np.diff(brushwork.split(image, sigma)[1][edge_part], axis=0)).mean())
 
     motif = brushwork.copy_brushwork(picture, photo, [stripes_in_a_corner(320)], [1.0])
-    assert across(motif) / across(picture) == pytest.approx(1 - brushwork.COVERAGE_FLOOR, abs=0.1)
+    assert across(motif) < 0.15 * across(picture)
+
+
+def test_the_photos_edges_are_drawn_stronger_where_the_relief_is_taken_away():
+    """A photo of one vertical step of light, and a picture that follows it at a tenth of its
+    contrast; a plain painting, which has no strokes to give. Across the step the picture's
+    contrast grows (the edge drawn 1 + EDGE_GAIN (1 - COVERAGE_FLOOR) times as strong in the
+    detail band; the blurred part, and the photo's flat parts, as they were)."""
+    light = np.where(np.arange(512) < 256, 0.3, 0.7).astype(np.float32)
+    photo = np.broadcast_to(light[None, :, None], (384, 512, 3))
+    picture = (0.5 + 0.1 * (photo - 0.5)).astype(np.float32)
+    out = brushwork.copy_brushwork(picture, photo, [np.full((320, 320, 3), 0.5, np.float32)], [1.0])
+
+    def contrast(image: np.ndarray) -> float:  # across the step, 4 px either side
+        return float(image[32:-32, 260].mean() - image[32:-32, 252].mean())
+
+    assert 1.05 < contrast(out) / contrast(picture) < 1 + brushwork.EDGE_GAIN * (1 - brushwork.COVERAGE_FLOOR)
+    np.testing.assert_allclose(out[:, :200], picture[:, :200], atol=1e-3)
 
 
 def test_stroke_coverage_tells_strokes_all_over_from_a_motif():
